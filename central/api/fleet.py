@@ -1,0 +1,45 @@
+"""/v1/settings (fleet-wide settings sent to every site) and /v1/hub (channel counters)."""
+
+from __future__ import annotations
+
+import json
+
+from quart import Blueprint
+from quart_schema import validate_request, validate_response
+
+from central import orchestrator
+from central.api.models import HubStats, Settings, SettingsView
+from central.api.services import services
+
+bp = Blueprint("fleet", __name__, url_prefix="/v1")
+
+
+@bp.get("/settings")
+@validate_response(SettingsView)
+async def show_settings():  # type: ignore[no-untyped-def]
+    """Settings every site receives in its desired state."""
+    return orchestrator.settings(services().store)
+
+
+@bp.put("/settings")
+@validate_request(Settings)
+@validate_response(SettingsView)
+async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
+    """Change fleet-wide settings: every site gets a new desired generation."""
+    svc = services()
+    changes = data.model_dump(exclude_none=True)
+    with svc.store.transaction():
+        svc.store.db["settings"].upsert_all(
+            [{"key": k, "value": json.dumps(v)} for k, v in changes.items()], pk="key"
+        )
+        published = orchestrator.publish_all(svc.store, svc.config.keep_generations)
+    for site in published:
+        svc.hub.notify(site)
+    return orchestrator.settings(svc.store)
+
+
+@bp.get("/hub")
+@validate_response(HubStats)
+async def hub_stats():  # type: ignore[no-untyped-def]
+    """Control-channel counters: messages by type, dropped frames by reason."""
+    return services().hub.stats()

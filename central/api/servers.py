@@ -1,0 +1,130 @@
+"""/v1/servers: servers at a named site; their power state; their status."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from quart import Blueprint
+from quart_schema import validate_request, validate_response
+
+from central import orchestrator
+from central.api.errors import not_found
+from central.api.models import Error, Server, ServerCreate, ServerList
+from central.api.services import services
+from central.api.sites import get_site
+from central.store import now
+
+bp = Blueprint("servers", __name__, url_prefix="/v1/servers")
+
+
+def server_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A server record as the API shows it."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "site": row["site"],
+        "flavor": {"vcpus": row["vcpus"], "ram_mb": row["ram_mb"], "disk_gb": row["disk_gb"]},
+        "image": row["image"],
+        "power": row["power"],
+        "status": "DELETING" if row["deleting"] else row["status"],
+        "reason": row["reason"],
+        "console": row["console"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def get_server(server_id: str) -> dict[str, Any]:
+    rows = services().store.query("SELECT * FROM servers WHERE id = ?", (server_id,))
+    if not rows:
+        raise not_found("server", server_id)
+    return rows[0]
+
+
+def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
+    """Update one server and publish its site's next document, atomically."""
+    svc = services()
+    with svc.store.transaction():
+        svc.store.db["servers"].update(server_id, {**fields, "updated_at": now()})
+        orchestrator.publish(svc.store, site, svc.config.keep_generations)
+    svc.hub.notify(site)
+
+
+@bp.post("")
+@validate_request(ServerCreate)
+@validate_response(Server, 202)
+@validate_response(Error, 404)
+async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
+    """Create a server at a site; it reaches the site with the next document."""
+    svc = services()
+    get_site(data.site)
+    server_id = str(uuid.uuid4())
+    stamp = now()
+    with svc.store.transaction():
+        svc.store.db["servers"].insert(
+            {
+                "id": server_id,
+                "name": data.name,
+                "site": data.site,
+                **data.flavor.model_dump(),
+                "image": data.image,
+                "power": data.power,
+                "status": "BUILD",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+        )
+        orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
+    svc.hub.notify(data.site)
+    return server_view(get_server(server_id)), 202
+
+
+@bp.get("")
+@validate_response(ServerList)
+async def list_servers():  # type: ignore[no-untyped-def]
+    """All servers."""
+    rows = services().store.query("SELECT * FROM servers ORDER BY site, name, id")
+    return {"servers": [server_view(r) for r in rows]}
+
+
+@bp.get("/<server_id>")
+@validate_response(Server)
+@validate_response(Error, 404)
+async def show_server(server_id: str):  # type: ignore[no-untyped-def]
+    """One server, with the site's reason when it is in ERROR."""
+    return server_view(get_server(server_id))
+
+
+def _power(server_id: str, power: str) -> dict[str, Any]:
+    row = get_server(server_id)
+    if not row["deleting"] and row["power"] != power:
+        _change(server_id, row["site"], {"power": power})
+    return server_view(get_server(server_id))
+
+
+@bp.post("/<server_id>/start")
+@validate_response(Server, 202)
+@validate_response(Error, 404)
+async def start_server(server_id: str):  # type: ignore[no-untyped-def]
+    """Desired power state: running."""
+    return _power(server_id, "running"), 202
+
+
+@bp.post("/<server_id>/stop")
+@validate_response(Server, 202)
+@validate_response(Error, 404)
+async def stop_server(server_id: str):  # type: ignore[no-untyped-def]
+    """Desired power state: stopped."""
+    return _power(server_id, "stopped"), 202
+
+
+@bp.delete("/<server_id>")
+@validate_response(Server, 202)
+@validate_response(Error, 404)
+async def delete_server(server_id: str):  # type: ignore[no-untyped-def]
+    """Delete a server; the record goes once its site reports the domain gone."""
+    row = get_server(server_id)
+    if not row["deleting"]:
+        _change(server_id, row["site"], {"deleting": 1})
+    return server_view(get_server(server_id)), 202

@@ -1,0 +1,67 @@
+"""/v1/sites: register sites and show what they report."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Blueprint
+from quart_schema import validate_request, validate_response
+
+from central import orchestrator
+from central.api.errors import ApiError, not_found
+from central.api.models import Error, Site, SiteCreate, SiteList
+from central.api.services import services
+from central.store import now
+
+bp = Blueprint("sites", __name__, url_prefix="/v1/sites")
+
+
+def site_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A site record as the API shows it."""
+    view = dict(row)
+    view["inventory"] = json.loads(row["inventory"] or "{}")
+    view["health"] = json.loads(row["health"] or "{}")
+    return view
+
+
+def get_site(name: str) -> dict[str, Any]:
+    row = services().store.db["sites"].get(name) if _exists(name) else None
+    if row is None:
+        raise not_found("site", name)
+    return row
+
+
+def _exists(name: str) -> bool:
+    return services().store.db["sites"].count_where("name = ?", [name]) > 0
+
+
+@bp.post("")
+@validate_request(SiteCreate)
+@validate_response(Site, 201)
+@validate_response(Error, 409)
+async def create_site(data: SiteCreate):  # type: ignore[no-untyped-def]
+    """Register a site; its edged connects with this name."""
+    svc = services()
+    if _exists(data.name):
+        raise ApiError(409, "conflict", f"site {data.name!r} already exists", site=data.name)
+    with svc.store.transaction():
+        svc.store.db["sites"].insert({"name": data.name, "created_at": now()})
+        orchestrator.publish(svc.store, data.name, svc.config.keep_generations)
+    return site_view(svc.store.db["sites"].get(data.name)), 201
+
+
+@bp.get("")
+@validate_response(SiteList)
+async def list_sites():  # type: ignore[no-untyped-def]
+    """All sites with their state, generations and inventory."""
+    rows = services().store.query("SELECT * FROM sites ORDER BY name")
+    return {"sites": [site_view(r) for r in rows]}
+
+
+@bp.get("/<name>")
+@validate_response(Site)
+@validate_response(Error, 404)
+async def show_site(name: str):  # type: ignore[no-untyped-def]
+    """One site."""
+    return site_view(get_site(name))

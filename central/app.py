@@ -1,0 +1,67 @@
+"""The central application: Quart app factory wiring the API, the store and the hub."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+import zmq.asyncio
+from quart import Quart, g, request
+from quart_schema import QuartSchema
+
+from central.api import errors, fleet, servers, sites
+from central.api.services import Services
+from central.config import CentralConfig
+from central.hub import Hub
+from central.store import Store
+
+log = logging.getLogger("central.api")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(config: CentralConfig) -> Quart:
+    """Build central's app; the hub runs while the app serves."""
+    app = Quart("central")
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    QuartSchema(
+        app,
+        info={"title": "Skerry central API", "version": "1"},
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+    )
+    errors.register(app)
+    for bp in (sites.bp, servers.bp, fleet.bp):
+        app.register_blueprint(bp)
+
+    store = Store(config.state_dir / "central.db")
+    ctx = zmq.asyncio.Context()
+    hub = Hub(config, store, ctx)
+    app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
+
+    @app.before_request
+    async def _request_id() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        g.started = time.monotonic()
+
+    @app.after_request
+    async def _log(response):  # type: ignore[no-untyped-def]
+        response.headers["X-Request-Id"] = g.get("request_id", "-")
+        elapsed = (time.monotonic() - g.get("started", time.monotonic())) * 1000
+        log.info(
+            "%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code, elapsed
+        )
+        return response
+
+    @app.while_serving
+    async def _hub():  # type: ignore[no-untyped-def]
+        await hub.start()
+        yield
+        await hub.stop()
+        ctx.term()
+        store.close()
+
+    return app

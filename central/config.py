@@ -1,0 +1,57 @@
+"""central's configuration, read from a YAML file (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edged.configfile import load, setting
+from edged.wire import DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    """Settings of the central orchestrator."""
+
+    api_host: str = setting("127.0.0.1", "Address the HTTP API listens on.")
+    api_port: int = setting(8700, "Port the HTTP API listens on.")
+    hub_endpoint: str = setting(
+        "tcp://127.0.0.1:8701", "ZeroMQ endpoint the hub's ROUTER binds for edge sites."
+    )
+    state_dir: Path = setting(
+        Path("/var/lib/skerry/central"), "Directory holding central.db (SQLite, WAL)."
+    )
+    heartbeat_interval_s: float = setting(
+        1.0, "Seconds between the hub's sweeps (down detection, resends)."
+    )
+    site_down_after_s: float = setting(
+        3.0, "A site with no message for this many seconds is marked down."
+    )
+    resend_after_s: float = setting(
+        2.0, "An unacknowledged desired document is sent again after this many seconds."
+    )
+    max_frame_bytes: int = setting(
+        DEFAULT_MAX_FRAME_BYTES, "Control-channel messages larger than this are dropped."
+    )
+    keep_generations: int = setting(
+        20, "Desired-state documents kept per site (older generations are pruned)."
+    )
+    log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+
+    def validate(self) -> str | None:
+        """A problem with the values, or None."""
+        if not 0 < self.api_port < 65536:
+            return f"key 'api_port' must be a TCP port, got {self.api_port}"
+        for key in ("heartbeat_interval_s", "site_down_after_s", "resend_after_s"):
+            if getattr(self, key) <= 0:
+                return f"key {key!r} must be > 0"
+        if self.keep_generations < 1:
+            return "key 'keep_generations' must be >= 1"
+        if self.max_frame_bytes < 1024:
+            return "key 'max_frame_bytes' must be >= 1024"
+        return None
+
+
+def load_config(path: Path) -> CentralConfig:
+    """Read and validate a central configuration file."""
+    return load(CentralConfig, path)

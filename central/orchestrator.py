@@ -1,0 +1,118 @@
+"""Turns central's records into per-site desired-state documents, and status back.
+
+``publish`` must run inside the same transaction as the change it follows:
+the change and the next generation of the site's document commit together or
+not at all. ``apply_status`` folds a site's observed state into the records.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from central.store import Store, dumps, now
+
+log = logging.getLogger(__name__)
+
+# Fleet-wide settings every site receives in its document, with their defaults.
+SETTINGS_DEFAULTS: dict[str, float] = {"reconcile_interval_s": 10.0, "stop_grace_s": 5.0}
+
+SERVER_FIELDS = ("id", "name", "vcpus", "ram_mb", "disk_gb", "image", "power")
+
+# Observed domain state at the site -> API status.
+STATUS_BY_STATE = {"running": "ACTIVE", "shutoff": "SHUTOFF", "error": "ERROR"}
+
+
+def settings(store: Store) -> dict[str, float]:
+    values = dict(SETTINGS_DEFAULTS)
+    for row in store.db["settings"].rows:
+        values[row["key"]] = json.loads(row["value"])
+    return values
+
+
+def build_document(store: Store, site: str, generation: int) -> dict[str, Any]:
+    """The desired state of ``site`` as its records say now."""
+    servers = store.query(
+        f"SELECT {', '.join(SERVER_FIELDS)} FROM servers WHERE site = ? AND deleting = 0 "
+        "ORDER BY id",
+        (site,),
+    )
+    return {
+        "site": site,
+        "generation": generation,
+        "settings": settings(store),
+        "servers": servers,
+    }
+
+
+def publish(store: Store, site: str, keep: int = 20, floor: int = 0) -> int:
+    """Write the next generation of ``site``'s document; returns the generation.
+
+    ``floor`` lifts the generation above one a site reports holding (after a
+    restore of central from an older backup, say) so the site accepts it.
+    """
+    with store.transaction():
+        row = store.db["sites"].get(site)
+        generation = max(row["desired_generation"], floor) + 1
+        doc = build_document(store, site, generation)
+        store.db["desired_docs"].insert(
+            {"site": site, "generation": generation, "document": dumps(doc), "created_at": now()}
+        )
+        store.db["sites"].update(site, {"desired_generation": generation})
+        store.db.execute(
+            "DELETE FROM desired_docs WHERE site = ? AND generation <= ?",
+            (site, generation - keep),
+        )
+    log.info("site %s: desired generation %d published", site, generation)
+    return generation
+
+
+def publish_all(store: Store, keep: int = 20) -> dict[str, int]:
+    """A new generation for every site (after a fleet-wide change)."""
+    with store.transaction():
+        names = [r["name"] for r in store.query("SELECT name FROM sites ORDER BY name")]
+        return {name: publish(store, name, keep) for name in names}
+
+
+def latest_document(store: Store, site: str) -> tuple[int, dict[str, Any]] | None:
+    row = store.one(
+        "SELECT generation, document FROM desired_docs WHERE site = ? "
+        "ORDER BY generation DESC LIMIT 1",
+        (site,),
+    )
+    if row is None:
+        return None
+    return row["generation"], json.loads(row["document"])
+
+
+def server_status(observed: dict[str, Any] | None) -> tuple[str, str]:
+    """API status and reason of a server from what its site observed."""
+    if observed is None:
+        return "BUILD", ""
+    state = observed.get("state", "")
+    return STATUS_BY_STATE.get(state, "BUILD"), str(observed.get("reason", ""))[:1000]
+
+
+def apply_status(store: Store, site: str, observed_generation: int, resources: dict) -> None:
+    """Fold a site's report into server records; forget servers whose deletion is done."""
+    observed = resources.get("servers")
+    if not isinstance(observed, dict):
+        observed = {}
+    with store.transaction():
+        rows = store.query("SELECT id, deleting, status FROM servers WHERE site = ?", (site,))
+        for row in rows:
+            seen = observed.get(row["id"])
+            if row["deleting"]:
+                if seen is None:
+                    store.db["servers"].delete(row["id"])
+                continue
+            if not isinstance(seen, dict):
+                seen = None
+            status, reason = server_status(seen)
+            console = str((seen or {}).get("console", ""))[-2000:]
+            store.db["servers"].update(
+                row["id"],
+                {"status": status, "reason": reason, "console": console, "updated_at": now()},
+            )
+        store.db["sites"].update(site, {"observed_generation": observed_generation})

@@ -1,0 +1,129 @@
+"""central's store: SQLite in WAL mode, schema created and migrated on open.
+
+sqlite-utils creates and migrates the schema and does the reads and writes.
+Writes that must be atomic together (a change and the desired document it
+produces) run inside :meth:`Store.transaction` (sqlite-utils' ``atomic``,
+which nests its own writers as savepoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["sites"].create(
+        {
+            "name": str,
+            "created_at": float,
+            "state": str,
+            "last_seen": float,
+            "desired_generation": int,
+            "acked_generation": int,
+            "observed_generation": int,
+            "inventory": str,
+            "health": str,
+        },
+        pk="name",
+        not_null={"created_at", "state", "desired_generation"},
+        defaults={
+            "state": "down",
+            "desired_generation": 0,
+            "acked_generation": 0,
+            "observed_generation": 0,
+            "inventory": "{}",
+            "health": "{}",
+        },
+    )
+    db["servers"].create(
+        {
+            "id": str,
+            "name": str,
+            "site": str,
+            "vcpus": int,
+            "ram_mb": int,
+            "disk_gb": int,
+            "image": str,
+            "power": str,
+            "status": str,
+            "reason": str,
+            "deleting": int,
+            "console": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        foreign_keys=[("site", "sites", "name")],
+        defaults={"status": "BUILD", "reason": "", "deleting": 0, "console": ""},
+    )
+    db["servers"].create_index(["site"])
+    db["desired_docs"].create(
+        {"site": str, "generation": int, "document": str, "created_at": float},
+        pk=("site", "generation"),
+        foreign_keys=[("site", "sites", "name")],
+    )
+    db["settings"].create({"key": str, "value": str}, pk="key")
+
+
+# Append-only: migration N brings the schema from version N-1 to N.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+class Store:
+    """The central database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.db = sqlite_utils.Database(self.conn)
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Apply every migration above the stored version, each in its own transaction."""
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if self.schema_version >= version:
+                continue
+            with self.transaction():
+                step(self.db)
+                self.conn.execute(f"PRAGMA user_version={version}")
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+        """One atomic unit of work: commits at the end, rolls back if the block raises."""
+        return self.db.atomic()
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict]:
+        """Rows of a read query as dicts."""
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def now() -> float:
+    return time.time()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

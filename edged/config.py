@@ -1,0 +1,68 @@
+"""edged's configuration: one site, read from a YAML file (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edged.configfile import load, setting
+from edged.wire import DEFAULT_MAX_FRAME_BYTES
+
+SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """Settings of one edge-site daemon."""
+
+    site: str = setting("", "Site name; must match the site created at central (a-z, 0-9, '-').")
+    central_endpoint: str = setting(
+        "tcp://127.0.0.1:8701", "ZeroMQ endpoint of central's hub (its ROUTER)."
+    )
+    state_dir: Path = setting(
+        Path("/var/lib/skerry/edge"), "Directory for the local state database, disks, consoles."
+    )
+    libvirt_uri: str = setting(
+        "qemu:///system", "libvirt connection URI ('test:///<abs path>' for unit tests)."
+    )
+    virt_type: str = setting(
+        "auto", "Domain type: 'auto' (qemu/TCG, or 'test' on test:// URIs), 'qemu' or 'kvm'."
+    )
+    image_dir: Path = setting(
+        Path("images/build"), "Where guest images live: <image_dir>/<image>/{vmlinuz,initrd.gz}."
+    )
+    reconcile_interval_s: float = setting(
+        10.0, "Seconds between full reconciles, whether or not central is reachable."
+    )
+    heartbeat_interval_s: float = setting(1.0, "Seconds between heartbeats to central.")
+    central_timeout_s: float = setting(
+        3.0, "Central counts as unreachable after this many seconds without a message."
+    )
+    stop_grace_s: float = setting(
+        5.0, "Seconds a guest gets to shut down on ACPI before it is destroyed."
+    )
+    max_frame_bytes: int = setting(
+        DEFAULT_MAX_FRAME_BYTES, "Control-channel messages larger than this are dropped."
+    )
+    log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+
+    def validate(self) -> str | None:
+        """A problem with the values, or None."""
+        if not SITE_NAME.match(self.site):
+            return f"key 'site' must be a site name (a-z, 0-9, '-'), got {self.site!r}"
+        for key in ("reconcile_interval_s", "heartbeat_interval_s", "central_timeout_s"):
+            if getattr(self, key) <= 0:
+                return f"key {key!r} must be > 0"
+        if self.stop_grace_s < 0:
+            return "key 'stop_grace_s' must be >= 0"
+        if self.virt_type not in ("auto", "qemu", "kvm", "test"):
+            return f"key 'virt_type' must be auto, qemu, kvm or test, got {self.virt_type!r}"
+        if self.max_frame_bytes < 1024:
+            return "key 'max_frame_bytes' must be >= 1024"
+        return None
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Read and validate an edged configuration file."""
+    return load(EdgeConfig, path)

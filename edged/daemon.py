@@ -1,0 +1,144 @@
+"""The edge-site daemon: link + local state + a reconcile loop that never waits for central.
+
+The loop runs a pass on every newly accepted document and every
+``reconcile_interval_s`` regardless of the link, so guests are restarted and
+stray domains removed with central gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import zmq.asyncio
+
+from edged import wire
+from edged.config import EdgeConfig
+from edged.drivers.compute import ComputeDriver
+from edged.executor import Executor
+from edged.link import Link
+from edged.state import LocalState
+
+log = logging.getLogger(__name__)
+
+
+class EdgeDaemon:
+    """One site: keeps the site's servers as the last accepted document says."""
+
+    def __init__(self, config: EdgeConfig, driver: ComputeDriver) -> None:
+        self.config = config
+        self.driver = driver
+        self.state = LocalState(config.state_dir)
+        self.executor = Executor(driver)
+        self.ctx = zmq.asyncio.Context()
+        self.link = Link(
+            config,
+            self.ctx,
+            self.state.new_epoch(),
+            held_generation=lambda: self.state.generation,
+            on_message=self._on_message,
+            on_reconnect=self._send_status,
+        )
+        self.wake = asyncio.Event()
+        self.last_report: dict[str, Any] = {}
+        self.last_pass: dict[str, Any] = {}
+        self.inventory: dict[str, Any] = {}
+
+    # -- control channel -------------------------------------------------------------
+
+    async def _on_message(self, msg: wire.Message) -> None:
+        if msg.type == wire.DESIRED:
+            generation, document = msg["generation"], msg["document"]
+            accepted = await asyncio.to_thread(self.state.accept, generation, document)
+            if accepted:
+                self.link.counters["desired_accepted"] += 1
+                log.info("generation %d accepted", generation)
+                self.wake.set()
+            else:
+                self.link.counters["desired_duplicate"] += 1
+            # Acknowledge only now: the document is fsynced (or was already held).
+            await self.link.send(wire.ACK, generation=max(generation, self.state.generation))
+
+    async def _send_status(self) -> None:
+        observed = self.state.last_observation()
+        generation, report = observed if observed else (0, {"servers": {}})
+        await self.link.send(
+            wire.STATUS,
+            observed_generation=generation,
+            resources=report,
+            health=self.health(),
+            inventory=self.inventory,
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "link": self.link.stats(),
+            "reconcile": {**dict(self.executor.counters), **self.last_pass},
+            "held_generation": self.state.generation,
+        }
+
+    # -- reconcile loop --------------------------------------------------------------
+
+    def _settings(self, document: dict[str, Any] | None) -> dict[str, float]:
+        settings = (document or {}).get("settings") or {}
+        interval = settings.get("reconcile_interval_s", self.config.reconcile_interval_s)
+        grace = settings.get("stop_grace_s", self.config.stop_grace_s)
+        return {"reconcile_interval_s": float(interval), "stop_grace_s": float(grace)}
+
+    def _pass(self) -> None:
+        """One full pass (worker thread): observe, plan, act, record."""
+        generation, document = self.state.generation, self.state.document()
+        settings = self._settings(document)
+        if hasattr(self.driver, "stop_grace_s"):
+            self.driver.stop_grace_s = settings["stop_grace_s"]
+        result = self.executor.run_pass(generation, document)
+        self.state.record_observation(generation, result.report)
+        self.inventory = vars(self.driver.inventory())
+        self.last_pass = {
+            "last_pass_at": time.time(),
+            "last_pass_seconds": round(result.seconds, 3),
+            "last_pass_actions": len(result.actions),
+            "last_pass_errors": len(result.errors),
+        }
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._pass)
+            except Exception:  # a driver bug must not stop reconciling
+                self.executor.counters["reconcile_failures"] += 1
+                log.exception("reconcile pass failed")
+            await self._send_status()
+            interval = self._settings(self.state.document())["reconcile_interval_s"]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            self.wake.clear()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; guests keep running after edged stops."""
+        self.link.open()
+        log.info(
+            "site %s: holding generation %d, central at %s",
+            self.config.site,
+            self.state.generation,
+            self.config.central_endpoint,
+        )
+        tasks = [
+            asyncio.create_task(self.link.run(), name="link"),
+            asyncio.create_task(self.reconcile_loop(), name="reconcile"),
+        ]
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.link.close()
+        self.ctx.term()
+        self.state.close()
+        self.driver.close()

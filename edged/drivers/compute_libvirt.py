@@ -1,0 +1,401 @@
+"""The libvirt implementation of :class:`~edged.drivers.compute.ComputeDriver`.
+
+Servers are persistent libvirt domains named ``skerry-{site}-{server_id}``,
+booted straight from an image's kernel + initrd, with a qcow2 root disk and a
+serial console written to a file, all under ``state_dir``::
+
+    <state_dir>/disks/<server_id>.qcow2
+    <state_dir>/console/<server_id>.log
+
+A domain is this site's iff its skerry metadata element names the site; every
+other domain on the host is invisible here. Every libvirt error becomes a
+:class:`ComputeError`. Calls are serialised by a lock, so the driver may be used
+from a worker thread.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import libvirt
+
+from edged.drivers.compute import (
+    ComputeDriver,
+    ComputeError,
+    Inventory,
+    ObservedServer,
+    ObservedState,
+    ServerSpec,
+)
+from edged.drivers.domain_xml import (
+    NS,
+    Ownership,
+    build_domain_xml,
+    console_path,
+    disk_path,
+    domain_name,
+    image_paths,
+    parse_ownership,
+)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ANY = "*"  # server id used in errors of host-wide calls
+_POLL_S = 0.2
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """Keep libvirt from printing every error to stderr; we raise them instead."""
+
+
+def map_state(state: int, reason: int) -> ObservedState:
+    """Map libvirt's ``dom.state()`` pair to an :data:`ObservedState`."""
+    if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+        return "running"
+    if state == libvirt.VIR_DOMAIN_SHUTDOWN:  # shutting down: still running
+        return "running"
+    if state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+        return "paused"
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return "crashed"
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return "crashed" if reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED else "shutoff"
+    return "other"
+
+
+def _err_code(exc: libvirt.libvirtError) -> int | None:
+    return exc.get_error_code()
+
+
+def _format_version(version: int) -> str:
+    return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+
+
+class LibvirtCompute(ComputeDriver):
+    """Compute driver backed by libvirt (QEMU/TCG in production, ``test:`` in unit tests)."""
+
+    def __init__(
+        self,
+        site: str,
+        uri: str,
+        state_dir: Path,
+        image_dir: Path,
+        virt_type: str = "auto",
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        if not _SAFE_NAME.match(site):
+            raise ValueError(f"invalid site name {site!r}")
+        if virt_type == "auto":
+            virt_type = "test" if uri.startswith("test:") else "qemu"
+        if virt_type not in ("qemu", "kvm", "test"):
+            raise ValueError(f"unknown virt_type {virt_type!r}")
+        self.site = site
+        self.uri = uri
+        self.state_dir = Path(state_dir).absolute()  # libvirtd resolves paths itself
+        self.image_dir = Path(image_dir).absolute()
+        self.virt_type = virt_type
+        self.stop_grace_s = stop_grace_s
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.RLock()
+
+    # --- connection and helpers -------------------------------------------------
+
+    def connection(self) -> libvirt.virConnect:
+        """The libvirt connection; opened lazily and reopened when it dropped."""
+        with self._lock:
+            return self._connection()
+
+    def _connection(self) -> libvirt.virConnect:
+        if self._conn is not None:
+            try:
+                if self._conn.isAlive():
+                    return self._conn
+            except libvirt.libvirtError:
+                pass
+            with suppress(libvirt.libvirtError):
+                self._conn.close()
+            self._conn = None
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        self._conn = libvirt.open(self.uri)
+        return self._conn
+
+    @contextmanager
+    def _op(self, server_id: str, what: str) -> Iterator[None]:
+        """Serialise the call and turn libvirt/OS errors into ComputeError."""
+        with self._lock:
+            try:
+                yield
+            except ComputeError:
+                raise
+            except libvirt.libvirtError as exc:
+                raise ComputeError(server_id, f"{what}: libvirt: {exc}") from exc
+            except OSError as exc:
+                raise ComputeError(server_id, f"{what}: {exc}") from exc
+
+    @staticmethod
+    def _check_id(server_id: str) -> None:
+        if not _SAFE_NAME.match(server_id):
+            raise ComputeError(server_id, "invalid server id", permanent=True)
+
+    def _ownership(self, dom: libvirt.virDomain) -> Ownership | None:
+        """The domain's ownership when this site owns it, else None."""
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+        except libvirt.libvirtError:
+            return None
+        owner = parse_ownership(xml)
+        if owner is None or owner.site != self.site:
+            return None
+        return owner
+
+    def _lookup(self, server_id: str) -> tuple[libvirt.virDomain, Ownership] | None:
+        """The owned domain of ``server_id``, or None (absent or not ours)."""
+        try:
+            dom = self._connection().lookupByName(domain_name(self.site, server_id))
+        except libvirt.libvirtError as exc:
+            if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        owner = self._ownership(dom)
+        if owner is None or owner.id != server_id:
+            return None
+        return dom, owner
+
+    def _require(self, server_id: str) -> libvirt.virDomain:
+        found = self._lookup(server_id)
+        if found is None:
+            raise ComputeError(server_id, "no such server")
+        return found[0]
+
+    @staticmethod
+    def _is_active(dom: libvirt.virDomain) -> bool:
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+
+    @staticmethod
+    def _destroy(dom: libvirt.virDomain) -> None:
+        """Hard power-off; a domain that is already off is fine."""
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if _err_code(exc) not in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_NO_DOMAIN):
+                raise
+
+    @staticmethod
+    def _undefine(dom: libvirt.virDomain) -> None:
+        """Undefine, with the NVRAM/managed-save flags where the driver takes them."""
+        flags = libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        try:
+            dom.undefineFlags(flags)
+            return
+        except libvirt.libvirtError as exc:
+            code = _err_code(exc)
+            if code == libvirt.VIR_ERR_NO_DOMAIN:
+                return
+            if code not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+        try:
+            dom.undefine()
+        except libvirt.libvirtError as exc:
+            if _err_code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+
+    def _remove_files(self, server_id: str) -> None:
+        disk_path(self.state_dir, server_id).unlink(missing_ok=True)
+        console_path(self.state_dir, server_id).unlink(missing_ok=True)
+
+    def _make_disk(self, spec: ServerSpec) -> None:
+        path = disk_path(self.state_dir, spec.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        console_path(self.state_dir, spec.id).parent.mkdir(parents=True, exist_ok=True)
+        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{spec.disk_gb}G"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        except FileNotFoundError as exc:
+            raise ComputeError(spec.id, "qemu-img not found", permanent=True) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ComputeError(spec.id, f"qemu-img create timed out for {path}") from exc
+        if proc.returncode != 0:
+            msg = proc.stderr.strip() or f"exit {proc.returncode}"
+            raise ComputeError(spec.id, f"qemu-img create {path} failed: {msg}")
+
+    # --- ComputeDriver ----------------------------------------------------------
+
+    def list_owned(self) -> dict[str, ObservedServer]:
+        """Servers this site owns, by server id."""
+        with self._op(_ANY, "list domains"):
+            owned: dict[str, ObservedServer] = {}
+            for dom in self._connection().listAllDomains():
+                owner = self._ownership(dom)
+                if owner is None:
+                    continue
+                try:
+                    state, reason = dom.state()
+                except libvirt.libvirtError as exc:
+                    if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # vanished while we looked
+                    raise
+                owned[owner.id] = ObservedServer(
+                    id=owner.id, state=map_state(state, reason), build_hash=owner.build
+                )
+            return owned
+
+    def list_leftovers(self) -> set[str]:
+        """Server ids with a disk or console file but no owned domain."""
+        with self._op(_ANY, "list leftovers"):
+            ids: set[str] = set()
+            for sub, suffix in (("disks", ".qcow2"), ("console", ".log")):
+                folder = self.state_dir / sub
+                if folder.is_dir():
+                    ids.update(
+                        p.name.removesuffix(suffix)
+                        for p in folder.iterdir()
+                        if p.name.endswith(suffix) and _SAFE_NAME.match(p.name)
+                    )
+            return ids - set(self.list_owned())
+
+    def create(self, spec: ServerSpec) -> None:
+        """Define the server (and start it when ``spec.power`` is running)."""
+        self._check_id(spec.id)
+        if not _SAFE_NAME.match(spec.image):
+            raise ComputeError(spec.id, f"invalid image name {spec.image!r}", permanent=True)
+        for path in image_paths(self.image_dir, spec.image):
+            if not path.is_file():
+                raise ComputeError(spec.id, f"image file missing: {path}", permanent=True)
+        with self._op(spec.id, "create"):
+            found = self._lookup(spec.id)
+            if found is not None:
+                dom, owner = found
+                if owner.build != spec.build_hash():
+                    raise ComputeError(
+                        spec.id,
+                        f"exists with build {owner.build}, wanted {spec.build_hash()}; "
+                        "delete it first",
+                    )
+                if spec.power == "running" and not self._is_active(dom):
+                    dom.create()
+                return
+            conn = self._connection()
+            name = domain_name(self.site, spec.id)
+            try:
+                conn.lookupByName(name)
+            except libvirt.libvirtError as exc:
+                if _err_code(exc) != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+            else:
+                raise ComputeError(
+                    spec.id, f"domain {name} exists but is not owned by site {self.site}"
+                )
+            xml = build_domain_xml(
+                spec,
+                site=self.site,
+                virt_type=self.virt_type,
+                state_dir=self.state_dir,
+                image_dir=self.image_dir,
+            )
+            self._make_disk(spec)
+            dom = None
+            try:
+                dom = conn.defineXML(xml)
+                if spec.power == "running":
+                    dom.create()
+            except BaseException:
+                if dom is not None:
+                    with suppress(libvirt.libvirtError):
+                        self._destroy(dom)
+                        self._undefine(dom)
+                self._remove_files(spec.id)
+                raise
+
+    def start(self, server_id: str) -> None:
+        """Power the server on (resume it when paused); running already is fine."""
+        self._check_id(server_id)
+        with self._op(server_id, "start"):
+            dom = self._require(server_id)
+            state, _reason = dom.state()
+            if state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+                dom.resume()
+            elif not self._is_active(dom):
+                dom.create()
+
+    def stop(self, server_id: str) -> None:
+        """ACPI shutdown, then destroy after ``stop_grace_s``; shut off already is fine."""
+        self._check_id(server_id)
+        with self._op(server_id, "stop"):
+            dom = self._require(server_id)
+            if not self._is_active(dom):
+                return
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError as exc:
+                if _err_code(exc) == libvirt.VIR_ERR_OPERATION_INVALID:
+                    return  # went off meanwhile
+                raise
+            deadline = time.monotonic() + self.stop_grace_s
+            while self._is_active(dom) and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
+            if self._is_active(dom):
+                self._destroy(dom)
+
+    def delete(self, server_id: str) -> None:
+        """Destroy and undefine the domain, remove its disk and console log."""
+        self._check_id(server_id)
+        with self._op(server_id, "delete"):
+            found = self._lookup(server_id)
+            if found is not None:
+                dom = found[0]
+                if self._is_active(dom):
+                    self._destroy(dom)
+                self._undefine(dom)
+            self._remove_files(server_id)
+
+    def inventory(self) -> Inventory:
+        """CPUs, RAM (MiB) and disk (GiB, total of the state dir's filesystem)."""
+        with self._op(_ANY, "inventory"):
+            conn = self._connection()
+            info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            disk = shutil.disk_usage(self.state_dir)
+            if self.virt_type == "test":
+                hypervisor = "test"
+            else:
+                accel = "kvm" if self.virt_type == "kvm" else "qemu-tcg"
+                hypervisor = f"{accel} ({conn.getType()} {_format_version(conn.getVersion())})"
+            return Inventory(
+                cpus=int(info[2]),
+                ram_mb=int(info[1]),
+                disk_gb=disk.total // 2**30,
+                hypervisor=hypervisor,
+            )
+
+    def console_tail(self, server_id: str, max_bytes: int = 4096) -> str:
+        """The last ``max_bytes`` of the serial console log ('' when there is none)."""
+        self._check_id(server_id)
+        path = console_path(self.state_dir, server_id)
+        with self._op(server_id, "console"):
+            try:
+                with path.open("rb") as f:
+                    size = f.seek(0, 2)
+                    f.seek(max(0, size - max_bytes))
+                    data = f.read(max_bytes)
+            except FileNotFoundError:
+                return ""
+            return data.decode(errors="replace")
+
+    def close(self) -> None:
+        """Close the libvirt connection (reopened on next use)."""
+        with self._lock:
+            if self._conn is not None:
+                with suppress(libvirt.libvirtError):
+                    self._conn.close()
+                self._conn = None

@@ -1,0 +1,56 @@
+"""``skerry-edged --config FILE``: run one edge site."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from edged.config import EdgeConfig, load_config
+from edged.configfile import ConfigError
+from edged.daemon import EdgeDaemon
+from edged.drivers.compute import ComputeDriver
+from edged.drivers.compute_libvirt import LibvirtCompute
+
+
+def make_compute(config: EdgeConfig) -> ComputeDriver:
+    return LibvirtCompute(
+        site=config.site,
+        uri=config.libvirt_uri,
+        state_dir=config.state_dir,
+        image_dir=config.image_dir.resolve(),
+        virt_type=config.virt_type,
+        stop_grace_s=config.stop_grace_s,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skerry-edged", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="edge site YAML config")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"skerry-edged: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s %(name)s [site={config.site}] %(message)s",
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await EdgeDaemon(config, make_compute(config)).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

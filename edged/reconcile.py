@@ -1,0 +1,79 @@
+"""Pure reconcile logic: ``plan(desired, observed) -> actions``. No side effects here.
+
+The plan is computed against what the hypervisor reports *now*, never against
+the last document handled, so running it again after a crash at any point
+converges to the same end: exactly the desired servers, in the desired power
+state, and nothing else this site owns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edged.drivers.compute import ObservedServer, ServerSpec
+
+ActionKind = Literal["delete", "create", "start", "stop"]
+# Deletions first (they free capacity), then creations, then power changes.
+ORDER: dict[str, int] = {"delete": 0, "create": 1, "start": 2, "stop": 2}
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    server_id: str
+    spec: ServerSpec | None = None
+
+
+def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
+    """The servers a desired-state document asks for."""
+    if not document:
+        return []
+    return [
+        ServerSpec(
+            id=s["id"],
+            name=s["name"],
+            vcpus=int(s["vcpus"]),
+            ram_mb=int(s["ram_mb"]),
+            disk_gb=int(s["disk_gb"]),
+            image=s["image"],
+            power=s.get("power", "running"),
+        )
+        for s in document.get("servers", [])
+    ]
+
+
+def plan(
+    desired: Iterable[ServerSpec],
+    observed: Mapping[str, ObservedServer],
+    leftovers: Iterable[str] = (),
+    failed_builds: Mapping[str, str] | None = None,
+) -> list[Action]:
+    """Actions that take ``observed`` to ``desired``.
+
+    ``leftovers`` are server ids with files but no domain (a create that
+    crashed half-way); ``failed_builds`` maps server id to the build hash whose
+    creation failed permanently, which is not retried until the spec changes.
+    """
+    failed_builds = failed_builds or {}
+    wanted = {spec.id: spec for spec in desired}
+    actions: list[Action] = []
+    for server_id in sorted((set(observed) | set(leftovers)) - set(wanted)):
+        actions.append(Action("delete", server_id))
+    for server_id, spec in sorted(wanted.items()):
+        have = observed.get(server_id)
+        build = spec.build_hash()
+        if have is not None and have.build_hash != build:
+            actions.append(Action("delete", server_id))
+            have = None
+        if have is None:
+            if failed_builds.get(server_id) != build:
+                actions.append(Action("create", server_id, spec))
+            continue
+        if spec.power == "running" and have.state != "running":
+            actions.append(Action("start", server_id, spec))
+        elif spec.power == "stopped" and have.state in ("running", "paused"):
+            actions.append(Action("stop", server_id, spec))
+    actions.sort(key=lambda a: ORDER[a.kind])
+    return actions

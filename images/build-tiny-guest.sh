@@ -1,0 +1,87 @@
+#!/bin/bash
+# Build the "tiny" test guest: a Debian cloud kernel plus a busybox-static initramfs
+# with the virtio modules. Everything comes from Debian packages, extracted with
+# `apt-get download` + `dpkg-deb -x`; nothing is installed on the host.
+#
+# Output: $SKERRY_IMAGE_DIR/tiny/{vmlinuz,initrd.gz}  (default <repo>/images/build)
+# Cached: exits at once when both files already exist. Delete them to rebuild.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+IMAGE_DIR=${SKERRY_IMAGE_DIR:-$REPO/images/build}
+OUT=$IMAGE_DIR/tiny
+
+if [[ -s $OUT/vmlinuz && -s $OUT/initrd.gz ]]; then
+  echo "tiny guest already built in $OUT"
+  exit 0
+fi
+
+mkdir -p "$IMAGE_DIR"
+WORK=$(mktemp -d "$IMAGE_DIR/.tiny-build.XXXXXX")
+STAGE=""
+trap 'rm -rf "$WORK" ${STAGE:+"$STAGE"}' EXIT
+cd "$WORK"
+
+KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+if [[ -z $KPKG ]]; then
+  apt-get update -qq
+  KPKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+fi
+[[ -n $KPKG ]] || { echo "cannot resolve the kernel package of linux-image-cloud-amd64" >&2; exit 1; }
+
+if ! apt-get download -q "$KPKG" busybox-static >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get download -q "$KPKG" busybox-static >/dev/null
+fi
+
+mkdir -p k bb rd/{bin,proc,sys,dev,tmp,etc,lib/modules}
+dpkg-deb -x "$KPKG"_*.deb k
+dpkg-deb -x busybox-static_*.deb bb
+cp k/boot/vmlinuz-* vmlinuz
+cp bb/bin/busybox rd/bin/
+
+KM=$(echo k/lib/modules/*/kernel)
+MODS="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev
+      drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci drivers/block/virtio_blk
+      net/core/failover drivers/net/net_failover drivers/net/virtio_net"
+for m in $MODS; do
+  # Some kernels build a module in or compress it; take whatever exists.
+  for f in "$KM/$m.ko" "$KM/$m.ko.xz"; do
+    if [[ -e $f ]]; then
+      case $f in
+        *.xz) xz -dc "$f" >"rd/lib/modules/$(basename "$m").ko" ;;
+        *) cp "$f" rd/lib/modules/ ;;
+      esac
+    fi
+  done
+done
+
+cat >rd/init <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk \
+         failover net_failover virtio_net; do
+  [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko >/dev/null 2>&1
+done
+NAME=skerry-guest
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in skerry.hostname=*) NAME="${arg#skerry.hostname=}" ;; esac
+done
+hostname "$NAME"
+echo "SKERRY-GUEST-UP hostname=$NAME" >/dev/ttyS0
+while true; do sleep 3600; done
+INIT
+chmod +x rd/init
+(cd rd && find . | ../bb/bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >../initrd.gz)
+
+# Move into place atomically: stage next to the target, then rename.
+STAGE=$(mktemp -d "$IMAGE_DIR/.tiny-stage.XXXXXX")
+mv vmlinuz initrd.gz "$STAGE/"
+chmod 755 "$STAGE"
+chmod 644 "$STAGE/vmlinuz" "$STAGE/initrd.gz"
+rm -rf "$OUT"
+mv -T "$STAGE" "$OUT"
+echo "tiny guest built in $OUT ($KPKG)"
