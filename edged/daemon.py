@@ -24,6 +24,9 @@ from edged.state import LocalState
 
 log = logging.getLogger(__name__)
 
+QUICK_PASSES = 5
+QUICK_INTERVAL_S = 1.0
+
 
 class EdgeDaemon:
     """One site: keeps the site's servers as the last accepted document says."""
@@ -46,6 +49,8 @@ class EdgeDaemon:
         self.last_report: dict[str, Any] = {}
         self.last_pass: dict[str, Any] = {}
         self.inventory: dict[str, Any] = {}
+        # After a pass that acted, look again soon: new guests boot, stops settle.
+        self.quick_passes = 0
 
     # -- control channel -------------------------------------------------------------
 
@@ -103,6 +108,8 @@ class EdgeDaemon:
             "last_pass_actions": len(result.actions),
             "last_pass_errors": len(result.errors),
         }
+        if result.actions or result.errors:
+            self.quick_passes = QUICK_PASSES
 
     async def reconcile_loop(self) -> None:
         while True:
@@ -113,6 +120,9 @@ class EdgeDaemon:
                 log.exception("reconcile pass failed")
             await self._send_status()
             interval = self._settings(self.state.document())["reconcile_interval_s"]
+            if self.quick_passes > 0:
+                self.quick_passes -= 1
+                interval = min(interval, QUICK_INTERVAL_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=interval)
             self.wake.clear()

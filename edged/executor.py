@@ -47,8 +47,9 @@ class Executor:
     def run_pass(self, generation: int, document: dict[str, Any] | None) -> PassResult:
         started = time.monotonic()
         desired = specs_from_document(document)
-        wanted = {s.id for s in desired}
-        self.failed = {k: v for k, v in self.failed.items() if k in wanted}
+        builds = {s.id: s.build_hash() for s in desired}
+        # A permanent failure holds only for the build that failed.
+        self.failed = {k: v for k, v in self.failed.items() if builds.get(k) == v[0]}
         self.transient = {}
         observed = self.driver.list_owned()
         leftovers = self.driver.list_leftovers()
@@ -78,6 +79,7 @@ class Executor:
             elif action.kind == "create":
                 assert action.spec is not None
                 self.driver.create(action.spec)
+                self.failed.pop(action.server_id, None)
             elif action.kind == "start":
                 self.driver.start(action.server_id)
             elif action.kind == "stop":

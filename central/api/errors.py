@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, jsonify
+from quart import Quart, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -62,6 +62,11 @@ def register(app: Quart) -> None:
 
     @app.errorhandler(HTTPException)
     async def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
+        if exc.code == 400 and request.is_json:
+            # Quart's JSON parser failed on the body.
+            details = {"fields": [{"field": "(body)", "problem": "not valid JSON"}]}
+            message = "request body is not valid JSON"
+            return jsonify(_body("invalid_request", message, details)), 400
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(_body(code, exc.description or exc.name or "error", {})), exc.code or 500
 

@@ -1,0 +1,148 @@
+"""``skerry``: the operator CLI (sites, servers, the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from central.client import ApiFailure, Client
+
+DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as a plain aligned text table."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def site_rows(sites: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in sites:
+        inv = s.get("inventory") or {}
+        seen = s.get("last_seen")
+        rows.append(
+            {
+                "name": s["name"],
+                "state": s["state"],
+                "generation": f"{s['acked_generation']}/{s['desired_generation']}",
+                "observed": s["observed_generation"],
+                "last_seen": f"{time.time() - seen:.1f}s ago" if seen else "never",
+                "cpus": inv.get("cpus", "-"),
+                "ram_mb": inv.get("ram_mb", "-"),
+                "hypervisor": inv.get("hypervisor", "-"),
+            }
+        )
+    return rows
+
+
+SITE_COLUMNS = ("name", "state", "generation", "observed", "last_seen", "cpus", "ram_mb",
+                "hypervisor")
+SERVER_COLUMNS = ("id", "name", "site", "status", "power", "flavor", "image", "reason")
+
+
+def server_rows(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in servers:
+        f = s["flavor"]
+        rows.append(
+            {**s, "id": s["id"][:8], "flavor": f"{f['vcpus']}c/{f['ram_mb']}M/{f['disk_gb']}G"}
+        )
+    return rows
+
+
+def _print(args: argparse.Namespace, data: Any, rows: Any = None, cols: Any = None) -> None:
+    if args.json or rows is None:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(table(rows, cols))
+
+
+def run(args: argparse.Namespace) -> int:
+    api = Client(args.api)
+    if args.cmd == "demo":
+        from central.demo import run_demo
+
+        return run_demo(keep=args.keep)
+    if args.cmd == "sites":
+        if args.action == "create":
+            _print(args, api.post("/v1/sites", {"name": args.name}))
+        elif args.action == "show":
+            _print(args, api.get(f"/v1/sites/{args.name}"))
+        else:
+            sites = api.get("/v1/sites")["sites"]
+            _print(args, sites, site_rows(sites), SITE_COLUMNS)
+        return 0
+    if args.action == "create":
+        body = {
+            "name": args.name,
+            "site": args.site,
+            "image": args.image,
+            "flavor": {"vcpus": args.vcpus, "ram_mb": args.ram_mb, "disk_gb": args.disk_gb},
+            "power": "stopped" if args.stopped else "running",
+        }
+        _print(args, api.post("/v1/servers", body))
+    elif args.action in ("show", "start", "stop", "delete"):
+        if args.action == "show":
+            data = api.get(f"/v1/servers/{args.id}")
+        elif args.action == "delete":
+            data = api.delete(f"/v1/servers/{args.id}")
+        else:
+            data = api.post(f"/v1/servers/{args.id}/{args.action}")
+        _print(args, data)
+    else:
+        servers = api.get("/v1/servers")["servers"]
+        _print(args, servers, server_rows(servers), SERVER_COLUMNS)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skerry", description=__doc__)
+    p.add_argument("--api", default=DEFAULT_API, help="central API URL (env SKERRY_API)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sites = sub.add_parser("sites", help="edge sites")
+    s = sites.add_subparsers(dest="action", required=True)
+    s.add_parser("list")
+    for name in ("create", "show"):
+        s.add_parser(name).add_argument("name")
+
+    servers = sub.add_parser("servers", help="servers at sites")
+    v = servers.add_subparsers(dest="action", required=True)
+    v.add_parser("list")
+    c = v.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--site", required=True)
+    c.add_argument("--image", default="tiny")
+    c.add_argument("--vcpus", type=int, default=1)
+    c.add_argument("--ram-mb", type=int, default=128)
+    c.add_argument("--disk-gb", type=int, default=1)
+    c.add_argument("--stopped", action="store_true", help="create powered off")
+    for name in ("show", "start", "stop", "delete"):
+        v.add_parser(name).add_argument("id")
+
+    demo = sub.add_parser("demo", help="central + two edge sites on this machine, end to end")
+    demo.add_argument("--keep", action="store_true", help="leave everything running at the end")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except ApiFailure as exc:
+        print(f"skerry: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

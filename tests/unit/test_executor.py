@@ -1,0 +1,226 @@
+"""edged.executor.Executor driving the real LibvirtCompute on libvirt's test driver."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.drivers.compute_libvirt import LibvirtCompute
+from edged.drivers.domain_xml import NS, domain_name
+from edged.executor import Executor
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
+
+SITE = "site-a"
+
+NODE_XML = """<node>
+  <cpu>
+    <mhz>2000</mhz>
+    <model>x86_64</model>
+    <active>4</active>
+    <nodes>1</nodes>
+    <sockets>1</sockets>
+    <cores>4</cores>
+    <threads>1</threads>
+  </cpu>
+  <memory>8388608</memory>
+</node>
+"""
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "images"
+    (d / "tiny").mkdir(parents=True)
+    (d / "tiny" / "vmlinuz").write_bytes(b"not a kernel")
+    (d / "tiny" / "initrd.gz").write_bytes(b"not an initrd")
+    return d
+
+
+@pytest.fixture
+def drv(tmp_path: Path, image_dir: Path):
+    node = tmp_path / "node.xml"
+    node.write_text(NODE_XML)
+    d = LibvirtCompute(SITE, f"test://{node}", tmp_path / "state", image_dir, stop_grace_s=0.5)
+    yield d
+    d.close()
+
+
+def server(server_id: str, **kw: Any) -> dict[str, Any]:
+    entry = {
+        "id": server_id,
+        "name": f"vm-{server_id}",
+        "vcpus": 1,
+        "ram_mb": 128,
+        "disk_gb": 1,
+        "image": "tiny",
+        "power": "running",
+    }
+    entry.update(kw)
+    return entry
+
+
+def document(*servers: dict[str, Any]) -> dict[str, Any]:
+    return {"site": SITE, "generation": 1, "settings": {}, "servers": list(servers)}
+
+
+def states(report: dict[str, Any]) -> dict[str, str]:
+    return {sid: entry["state"] for sid, entry in report["servers"].items()}
+
+
+def foreign_xml(name: str, metadata: str = "") -> str:
+    meta = f"<metadata>{metadata}</metadata>" if metadata else ""
+    return (
+        f"<domain type='test'><name>{name}</name>{meta}"
+        "<memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+
+
+def test_three_servers_created_and_running(drv: LibvirtCompute) -> None:
+    ex = Executor(drv)
+    doc = document(server("a"), server("b"), server("c"))
+    result = ex.run_pass(1, doc)
+    assert result.generation == 1
+    assert result.errors == {}
+    assert sorted((a.kind, a.server_id) for a in result.actions) == [
+        ("create", "a"),
+        ("create", "b"),
+        ("create", "c"),
+    ]
+    assert states(result.report) == {"a": "running", "b": "running", "c": "running"}
+    assert {e["reason"] for e in result.report["servers"].values()} == {""}
+    assert {sid: o.state for sid, o in drv.list_owned().items()} == {
+        "a": "running",
+        "b": "running",
+        "c": "running",
+    }
+    assert ex.counters["action_create"] == 3
+    # A second pass over the same document does nothing.
+    again = ex.run_pass(1, doc)
+    assert again.actions == []
+    assert states(again.report) == {"a": "running", "b": "running", "c": "running"}
+    assert ex.counters["reconcile_passes"] == 2
+
+
+def test_power_stopped_reported_shutoff(drv: LibvirtCompute) -> None:
+    ex = Executor(drv)
+    ex.run_pass(1, document(server("a"), server("b")))
+    result = ex.run_pass(2, document(server("a", power="stopped"), server("b")))
+    assert [(a.kind, a.server_id) for a in result.actions] == [("stop", "a")]
+    assert states(result.report) == {"a": "shutoff", "b": "running"}
+    assert drv.list_owned()["a"].state == "shutoff"
+    # And back on.
+    result = ex.run_pass(3, document(server("a"), server("b")))
+    assert states(result.report) == {"a": "running", "b": "running"}
+
+
+def test_created_stopped_is_shutoff(drv: LibvirtCompute) -> None:
+    result = Executor(drv).run_pass(1, document(server("a", power="stopped")))
+    assert states(result.report) == {"a": "shutoff"}
+
+
+def test_undesired_server_deleted_and_reported_until_gone(drv: LibvirtCompute) -> None:
+    ex = Executor(drv)
+    ex.run_pass(1, document(server("a"), server("b")))
+    result = ex.run_pass(2, document(server("a")))
+    assert [(a.kind, a.server_id) for a in result.actions] == [("delete", "b")]
+    assert states(result.report) == {"a": "running"}
+    assert set(drv.list_owned()) == {"a"}
+    result = ex.run_pass(3, None)
+    assert states(result.report) == {}
+    assert drv.list_owned() == {}
+
+
+def test_missing_image_error_not_retried(drv: LibvirtCompute) -> None:
+    ex = Executor(drv)
+    doc = document(server("a"), server("bad", image="nosuchimage"))
+    result = ex.run_pass(1, doc)
+    assert set(result.errors) == {"bad"}
+    entry = result.report["servers"]["bad"]
+    assert entry["state"] == "error"
+    assert "nosuchimage" in entry["reason"]
+    assert result.report["servers"]["a"]["state"] == "running"
+    assert ex.counters["action_errors"] == 1
+    creates = ex.counters["action_create"]
+
+    for generation in (2, 3):
+        result = ex.run_pass(generation, doc)
+        assert result.actions == []
+        assert result.errors == {}
+        assert result.report["servers"]["bad"]["state"] == "error"
+        assert "nosuchimage" in result.report["servers"]["bad"]["reason"]
+    assert ex.counters["action_errors"] == 1
+    assert ex.counters["action_create"] == creates
+    assert len(drv.connection().listAllDomains()) == 1
+    assert drv.list_leftovers() == set()
+
+
+def test_missing_image_retried_when_spec_changes(drv: LibvirtCompute, image_dir: Path) -> None:
+    ex = Executor(drv)
+    ex.run_pass(1, document(server("bad", image="later")))
+    assert ex.counters["action_errors"] == 1
+    # Still failing after a spec change (another flavor): it is tried again.
+    result = ex.run_pass(2, document(server("bad", image="later", vcpus=2)))
+    assert [(a.kind, a.server_id) for a in result.actions] == [("create", "bad")]
+    assert ex.counters["action_errors"] == 2
+    assert result.report["servers"]["bad"]["state"] == "error"
+
+    # The image is provided and the spec fixed: created and reported running.
+    (image_dir / "later").mkdir()
+    (image_dir / "later" / "vmlinuz").write_bytes(b"k")
+    (image_dir / "later" / "initrd.gz").write_bytes(b"i")
+    result = ex.run_pass(3, document(server("bad", image="later", vcpus=3)))
+    assert [(a.kind, a.server_id) for a in result.actions] == [("create", "bad")]
+    assert result.errors == {}
+    assert drv.list_owned()["bad"].state == "running"
+    assert result.report["servers"]["bad"] == {
+        "state": "running",
+        "reason": "",
+        "console": "",
+    }
+
+
+def test_failure_forgotten_when_server_undesired(drv: LibvirtCompute) -> None:
+    ex = Executor(drv)
+    doc = document(server("bad", image="nosuchimage"))
+    ex.run_pass(1, doc)
+    ex.run_pass(2, None)
+    assert ex.failed == {}
+    # Desired again with the same spec: tried again (the failure was forgotten).
+    result = ex.run_pass(3, doc)
+    assert [(a.kind, a.server_id) for a in result.actions] == [("create", "bad")]
+
+
+def test_foreign_domains_untouched(drv: LibvirtCompute) -> None:
+    conn = drv.connection()
+    other_meta = f'<o:server xmlns:o="{NS}" site="site-b" id="x2" name="n" build="b"/>'
+    other = conn.defineXML(foreign_xml(domain_name("site-b", "x2"), other_meta))
+    other.create()
+    unmanaged = conn.defineXML(foreign_xml("unmanaged-vm"))
+    unmanaged.create()
+    lookalike = conn.defineXML(foreign_xml(domain_name(SITE, "x3")))
+
+    ex = Executor(drv)
+    for generation, doc in enumerate(
+        [document(server("a")), document(), None, document(server("b", power="stopped"))],
+        start=1,
+    ):
+        result = ex.run_pass(generation, doc)
+        touched = {a.server_id for a in result.actions}
+        assert not touched & {"x2", "x3"}
+        assert not set(result.report["servers"]) & {"x2", "x3"}
+
+    names = {d.name() for d in conn.listAllDomains()}
+    assert names == {
+        domain_name("site-b", "x2"),
+        "unmanaged-vm",
+        domain_name(SITE, "x3"),
+        domain_name(SITE, "b"),
+    }
+    assert other.isActive() == 1
+    assert unmanaged.isActive() == 1
+    assert lookalike.isActive() == 0
