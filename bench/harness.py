@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import resource
 import signal
 import socket
@@ -84,10 +83,11 @@ class Api:
                 resp = self.conn.getresponse()
                 raw = resp.read()
                 break
-            except (ConnectionError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
+                # The connection is unusable (dropped, or a reply still pending): start afresh.
                 self.conn.close()
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, self.timeout_s)
-                if attempt == 2:
+                if attempt == 2 or isinstance(exc, TimeoutError):
                     raise
         if not 200 <= resp.status < 300:
             raise ApiError(f"{method} {path} -> {resp.status}: {raw[:300]!r}")
@@ -172,10 +172,3 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def env_without_pythonpath() -> dict[str, str]:
-    """The environment for child processes (no PYTHONPATH surprises)."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    return env

@@ -44,8 +44,16 @@ def site_rows(sites: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-SITE_COLUMNS = ("name", "state", "generation", "observed", "last_seen", "cpus", "ram_mb",
-                "hypervisor")
+SITE_COLUMNS = (
+    "name",
+    "state",
+    "generation",
+    "observed",
+    "last_seen",
+    "cpus",
+    "ram_mb",
+    "hypervisor",
+)
 SERVER_COLUMNS = ("id", "name", "site", "status", "power", "flavor", "image", "reason")
 
 

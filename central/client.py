@@ -36,7 +36,8 @@ class Client:
                 err = json.loads(raw)["error"]
                 raise ApiFailure(exc.code, err["code"], err["message"]) from None
             except (ValueError, KeyError, TypeError):
-                raise ApiFailure(exc.code, "http_error", raw[:200].decode(errors="replace")) from None
+                text = raw[:200].decode(errors="replace")
+                raise ApiFailure(exc.code, "http_error", text) from None
         except (urllib.error.URLError, OSError) as exc:
             raise ApiFailure(0, "unreachable", f"{self.base_url}: {exc}") from None
         return json.loads(raw) if raw else None

@@ -33,8 +33,10 @@ def run_demo(keep: bool = False) -> int:
     cluster = LocalCluster(workdir, image_dir, edge_overrides={"stop_grace_s": 1.0})
     ok = False
     try:
-        say(f"starting central (API http://127.0.0.1:{cluster.api_port}, hub "
-            f"{cluster.hub_endpoint}); state in {workdir}")
+        say(
+            f"starting central (API http://127.0.0.1:{cluster.api_port}, hub "
+            f"{cluster.hub_endpoint}); state in {workdir}"
+        )
         cluster.start_central()
         for site in SITES:
             cluster.client.post("/v1/sites", {"name": site})
@@ -47,8 +49,10 @@ def run_demo(keep: bool = False) -> int:
         for server in servers:
             cluster.wait_server(server["id"], "ACTIVE", timeout=120)
             done = cluster.wait_marker(server["id"], timeout=120)
-            say(f"server {done['name']} at {done['site']} is ACTIVE; its console says: "
-                f"{done['console'].strip().splitlines()[-1]}")
+            say(
+                f"server {done['name']} at {done['site']} is ACTIVE; its console says: "
+                f"{done['console'].strip().splitlines()[-1]}"
+            )
         print()
         print(table(site_rows(cluster.client.get("/v1/sites")["sites"]), SITE_COLUMNS))
         print()
@@ -71,6 +75,9 @@ def run_demo(keep: bool = False) -> int:
             cluster.close()
             purge_site_domains(cluster.libvirt_uri, list(SITES))
             shutil.rmtree(workdir, ignore_errors=True)
-    say("demo finished: both servers were ACTIVE with their guest markers seen" if ok
-        else "demo failed")
+    say(
+        "demo finished: both servers were ACTIVE with their guest markers seen"
+        if ok
+        else "demo failed"
+    )
     return 0 if ok else 1

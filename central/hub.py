@@ -6,6 +6,13 @@ records ``ack`` and ``status``, answers heartbeats, marks silent sites down,
 and resends documents that were not acknowledged in time. Every frame that is
 not a valid, new message from a known site is dropped and counted by reason;
 nothing a peer sends can stop the receive loop.
+
+Messages are handled in batches: everything queued on the socket is read,
+handled against in-memory state, and what must reach the store (acks, status,
+up/down, last seen) is written in one transaction per batch, so a burst of
+a thousand acks costs one commit, not a thousand. The hub keeps each site's
+newest document in memory; the API hands it over through :meth:`Hub.published`
+after its transaction committed.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -28,16 +35,24 @@ from edged import wire
 
 log = logging.getLogger(__name__)
 
+BATCH_MAX = 1000  # messages handled between two commits (and two yields to the API)
+
 
 @dataclass
 class Peer:
-    """What the hub knows of a connected site between database writes."""
+    """What the hub knows of one site between database writes."""
 
+    generation: int = 0  # newest desired generation
+    document: dict[str, Any] = field(default_factory=dict)
+    up: bool = False
     last_seen: float = 0.0
+    flushed_seen: float = 0.0
     held_generation: int = -1
+    acked_generation: int = 0
     sent_generation: int = 0
     sent_at: float = 0.0
-    up: bool = False
+    dirty: bool = False
+    status: wire.Message | None = None
 
 
 class Hub:
@@ -57,7 +72,20 @@ class Hub:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def _load(self) -> None:
+        rows = self.store.query("SELECT name, acked_generation FROM sites")
+        for row in rows:
+            peer = Peer(acked_generation=row["acked_generation"])
+            latest = orchestrator.latest_document(self.store, row["name"])
+            if latest is not None:
+                peer.generation, peer.document = latest
+            self.peers[row["name"]] = peer
+        with self.store.transaction():
+            # Until a site speaks again after our restart, it counts as down.
+            self.store.db.execute("UPDATE sites SET state = 'down' WHERE state = 'up'")
+
     async def start(self) -> None:
+        self._load()
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted site takes its identity back
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise, not vanish
@@ -68,14 +96,11 @@ class Hub:
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_frame_bytes)
         sock.bind(self.config.hub_endpoint)
         self.sock = sock
-        for row in self.store.query("SELECT name FROM sites WHERE state = 'up'"):
-            # Until a site speaks again after our restart, it counts as down.
-            self.store.db["sites"].update(row["name"], {"state": "down"})
         self._tasks = [
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._sweep_loop(), name="hub-sweep"),
         ]
-        log.info("hub listening on %s", self.config.hub_endpoint)
+        log.info("hub listening on %s (%d sites known)", self.config.hub_endpoint, len(self.peers))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -95,45 +120,40 @@ class Hub:
             "sites_connected": sum(1 for p in self.peers.values() if p.up),
         }
 
+    # -- from the API ----------------------------------------------------------------
+
+    def published(self, site: str, generation: int, document: dict[str, Any]) -> None:
+        """A new document for ``site`` committed: remember it and push it."""
+        peer = self.peers.setdefault(site, Peer())
+        if generation > peer.generation:
+            peer.generation, peer.document = generation, document
+        if self.sock is not None and peer.up:
+            self._send(site, wire.DESIRED, generation=generation, document=document)
+            peer.sent_generation, peer.sent_at = generation, time.monotonic()
+
     # -- sending ---------------------------------------------------------------------
 
-    async def _send(self, site: str, kind: str, **fields: Any) -> bool:
+    def _send(self, site: str, kind: str, **fields: Any) -> bool:
         assert self.sock is not None
         frames = self.encoder.encode(kind, site=site, **fields)
-        try:
-            await self.sock.send_multipart([site.encode(), *frames], flags=zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
+        # With NOBLOCK the future is resolved at once: sent, or failed (unroutable, HWM).
+        exc = self.sock.send_multipart([site.encode(), *frames], flags=zmq.NOBLOCK).exception()
+        if exc is not None:
             self.counters[f"send_failed_{kind}"] += 1
             log.debug("site %s: %s not sent: %s", site, kind, exc)
             return False
         self.counters[f"sent_{kind}"] += 1
         return True
 
-    async def push(self, site: str, *, force: bool = False) -> None:
-        """Send ``site`` its newest document if it holds an older one.
-
-        Without ``force`` a document already sent less than ``resend_after_s``
-        ago is not sent again.
-        """
-        peer = self.peers.get(site)
-        if peer is None or not peer.up:
-            return
-        latest = orchestrator.latest_document(self.store, site)
-        if latest is None:
-            return
-        generation, document = latest
-        if peer.held_generation >= generation:
+    def _push(self, site: str, peer: Peer, *, force: bool = False) -> None:
+        """Send the newest document if the site holds an older one (and no recent send)."""
+        if not peer.up or peer.held_generation >= peer.generation or not peer.generation:
             return
         fresh = time.monotonic() - peer.sent_at < self.config.resend_after_s
-        if not force and peer.sent_generation >= generation and fresh:
+        if not force and peer.sent_generation >= peer.generation and fresh:
             return
-        if await self._send(site, wire.DESIRED, generation=generation, document=document):
-            peer.sent_generation, peer.sent_at = generation, time.monotonic()
-
-    def notify(self, site: str) -> None:
-        """Called after a change to ``site`` committed: push without waiting."""
-        if self.sock is not None:
-            asyncio.get_running_loop().create_task(self.push(site))
+        if self._send(site, wire.DESIRED, generation=peer.generation, document=peer.document):
+            peer.sent_generation, peer.sent_at = peer.generation, time.monotonic()
 
     # -- receiving -------------------------------------------------------------------
 
@@ -144,76 +164,94 @@ class Hub:
     async def _receive_loop(self) -> None:
         assert self.sock is not None
         while True:
-            frames = await self.sock.recv_multipart()
+            batch = [await self.sock.recv_multipart()]
+            while len(batch) < BATCH_MAX and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                batch.append(await self.sock.recv_multipart())
+            for frames in batch:
+                try:
+                    self._handle(frames)
+                except Exception:  # a bug must not stop the hub; log and count it
+                    self.drops["handler_error"] += 1
+                    log.exception("hub: error handling a message")
             try:
-                await self._handle(frames)
-            except Exception:  # a bug must not stop the hub; log and count it
-                self.drops["handler_error"] += 1
-                log.exception("hub: error handling a message")
+                self._flush()
+            except Exception:
+                log.exception("hub: writing the batch to the store failed")
+            await asyncio.sleep(0)  # let the API run between batches
 
-    async def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes]) -> None:
         identity, rest = frames[0], frames[1:]
         try:
             msg = wire.decode(rest, self.config.max_frame_bytes)
         except wire.FrameError as exc:
             self._drop(exc.reason, exc.detail)
             return
-        try:
-            site = identity.decode()
-        except UnicodeDecodeError:
-            site = ""
+        site = identity.decode(errors="replace")
         if msg.site != site:
             self._drop("wrong_site", f"routing id {identity[:64]!r} claims site {msg.site!r}")
             return
-        if self.store.db["sites"].count_where("name = ?", [site]) == 0:
+        peer = self.peers.get(site)
+        if peer is None:
             self._drop("unknown_site", f"site {site!r} is not registered")
             return
         if not self.guard.accept(site, msg):
             self._drop("replay", f"{msg.type} from {site} epoch={msg.epoch} seq={msg.seq}")
             return
         self.counters[f"received_{msg.type}"] += 1
-        peer = self.peers.setdefault(site, Peer())
         peer.last_seen = time.time()
         if not peer.up:
-            peer.up = True
-            self.store.db["sites"].update(site, {"state": "up", "last_seen": peer.last_seen})
+            peer.up, peer.dirty = True, True
             log.info("site %s is up", site)
-        handler = getattr(self, f"_on_{msg.type}")
-        await handler(site, peer, msg)
+        if msg.type == wire.HELLO:
+            self._on_hello(site, peer, msg["last_generation"])
+        elif msg.type == wire.ACK:
+            peer.held_generation = max(peer.held_generation, msg["generation"])
+            if msg["generation"] > peer.acked_generation:
+                peer.acked_generation, peer.dirty = msg["generation"], True
+        elif msg.type == wire.STATUS:
+            peer.status, peer.dirty = msg, True
+        elif msg.type == wire.HEARTBEAT:
+            peer.held_generation = msg["generation"]
+            self._send(site, wire.HEARTBEAT, generation=peer.generation)
+            self._push(site, peer)
+        else:
+            self._drop("bad_type", f"{msg.type} is not sent by sites")
 
-    async def _on_hello(self, site: str, peer: Peer, msg: wire.Message) -> None:
-        held = msg["last_generation"]
+    def _on_hello(self, site: str, peer: Peer, held: int) -> None:
         peer.held_generation = held
-        desired = self.store.db["sites"].get(site)["desired_generation"]
-        log.info("site %s: hello, holds generation %d (desired %d)", site, held, desired)
-        if held > desired:
+        log.info("site %s: hello, holds generation %d (desired %d)", site, held, peer.generation)
+        if held > peer.generation:
             # The site holds a generation this store never made (central restored
             # from an older copy): reassert central's truth above it.
-            orchestrator.publish(self.store, site, self.config.keep_generations, floor=held)
-        await self.push(site, force=True)
-
-    async def _on_ack(self, site: str, peer: Peer, msg: wire.Message) -> None:
-        generation = msg["generation"]
-        peer.held_generation = max(peer.held_generation, generation)
-        with self.store.transaction():
-            self.store.db.execute(
-                "UPDATE sites SET acked_generation = MAX(acked_generation, ?) WHERE name = ?",
-                (generation, site),
+            generation, document = orchestrator.publish(
+                self.store, site, self.config.keep_generations, floor=held
             )
+            peer.generation, peer.document = generation, document
+        self._push(site, peer, force=True)
 
-    async def _on_status(self, site: str, peer: Peer, msg: wire.Message) -> None:
-        orchestrator.apply_status(self.store, site, msg["observed_generation"], msg["resources"])
-        self.store.db["sites"].update(
-            site,
-            {"inventory": dumps(msg["inventory"]), "health": dumps(msg["health"])},
-        )
-
-    async def _on_heartbeat(self, site: str, peer: Peer, msg: wire.Message) -> None:
-        peer.held_generation = msg["generation"]
-        desired = self.store.db["sites"].get(site)["desired_generation"]
-        await self._send(site, wire.HEARTBEAT, generation=desired)
-        if peer.held_generation < desired:
-            await self.push(site)
+    def _flush(self) -> None:
+        """Write what the last batch changed, in one transaction."""
+        dirty = [(site, p) for site, p in self.peers.items() if p.dirty]
+        if not dirty:
+            return
+        with self.store.transaction():
+            for site, peer in dirty:
+                if peer.status is not None:
+                    msg, peer.status = peer.status, None
+                    orchestrator.apply_status(
+                        self.store, site, msg["observed_generation"], msg["resources"]
+                    )
+                    self.store.db.execute(
+                        "UPDATE sites SET inventory = ?, health = ? WHERE name = ?",
+                        (dumps(msg["inventory"]), dumps(msg["health"]), site),
+                    )
+                self.store.db.execute(
+                    "UPDATE sites SET state = ?, last_seen = ?, acked_generation = ? "
+                    "WHERE name = ?",
+                    ("up" if peer.up else "down", peer.last_seen, peer.acked_generation, site),
+                )
+                peer.flushed_seen = peer.last_seen
+                peer.dirty = False
 
     # -- periodic sweep ----------------------------------------------------------------
 
@@ -221,26 +259,19 @@ class Hub:
         while True:
             await asyncio.sleep(min(self.config.heartbeat_interval_s, 1.0) / 2)
             try:
-                await self.sweep()
+                self.sweep()
             except Exception:
                 log.exception("hub: sweep failed")
 
-    async def sweep(self) -> None:
-        """Mark silent sites down, persist last-seen times, resend unacked documents."""
-        cutoff = time.time() - self.config.site_down_after_s
-        with self.store.transaction():
-            for site, peer in self.peers.items():
-                if peer.up and peer.last_seen < cutoff:
-                    peer.up = False
-                    peer.sent_generation = 0
-                    self.store.db["sites"].update(
-                        site, {"state": "down", "last_seen": peer.last_seen}
-                    )
-                    log.warning(
-                        "site %s is down (silent for %.1fs)", site, time.time() - peer.last_seen
-                    )
-                elif peer.up:
-                    self.store.db["sites"].update(site, {"last_seen": peer.last_seen})
-        for site, peer in list(self.peers.items()):
-            if peer.up:
-                await self.push(site)
+    def sweep(self) -> None:
+        """Mark silent sites down, refresh last-seen times, resend unacked documents."""
+        now = time.time()
+        cutoff = now - self.config.site_down_after_s
+        for site, peer in self.peers.items():
+            if peer.up and peer.last_seen < cutoff:
+                peer.up, peer.dirty, peer.sent_generation = False, True, 0
+                log.warning("site %s is down (silent for %.1fs)", site, now - peer.last_seen)
+            elif peer.up:
+                peer.dirty = peer.dirty or now - peer.flushed_seen >= 1.0
+                self._push(site, peer)
+        self._flush()

@@ -31,7 +31,9 @@ def settings(store: Store) -> dict[str, float]:
     return values
 
 
-def build_document(store: Store, site: str, generation: int) -> dict[str, Any]:
+def build_document(
+    store: Store, site: str, generation: int, fleet: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The desired state of ``site`` as its records say now."""
     servers = store.query(
         f"SELECT {', '.join(SERVER_FIELDS)} FROM servers WHERE site = ? AND deleting = 0 "
@@ -41,38 +43,54 @@ def build_document(store: Store, site: str, generation: int) -> dict[str, Any]:
     return {
         "site": site,
         "generation": generation,
-        "settings": settings(store),
+        "settings": fleet if fleet is not None else settings(store),
         "servers": servers,
     }
 
 
-def publish(store: Store, site: str, keep: int = 20, floor: int = 0) -> int:
-    """Write the next generation of ``site``'s document; returns the generation.
+def publish(
+    store: Store,
+    site: str,
+    keep: int = 20,
+    floor: int = 0,
+    fleet: dict[str, float] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """Write the next generation of ``site``'s document; returns it with its generation.
 
-    ``floor`` lifts the generation above one a site reports holding (after a
-    restore of central from an older backup, say) so the site accepts it.
+    Call it inside the transaction of the change it follows; hand the result to
+    ``Hub.published`` once that transaction committed. ``floor`` lifts the
+    generation above one a site reports holding (after a restore of central
+    from an older backup, say) so the site accepts it.
     """
     with store.transaction():
-        row = store.db["sites"].get(site)
-        generation = max(row["desired_generation"], floor) + 1
-        doc = build_document(store, site, generation)
-        store.db["desired_docs"].insert(
-            {"site": site, "generation": generation, "document": dumps(doc), "created_at": now()}
+        row = store.conn.execute(
+            "SELECT desired_generation FROM sites WHERE name = ?", (site,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"site {site!r} does not exist")
+        generation = max(row[0], floor) + 1
+        doc = build_document(store, site, generation, fleet)
+        store.conn.execute(
+            "INSERT INTO desired_docs (site, generation, document, created_at) VALUES (?,?,?,?)",
+            (site, generation, dumps(doc), now()),
         )
-        store.db["sites"].update(site, {"desired_generation": generation})
-        store.db.execute(
+        store.conn.execute(
+            "UPDATE sites SET desired_generation = ? WHERE name = ?", (generation, site)
+        )
+        store.conn.execute(
             "DELETE FROM desired_docs WHERE site = ? AND generation <= ?",
             (site, generation - keep),
         )
     log.info("site %s: desired generation %d published", site, generation)
-    return generation
+    return generation, doc
 
 
-def publish_all(store: Store, keep: int = 20) -> dict[str, int]:
+def publish_all(store: Store, keep: int = 20) -> dict[str, tuple[int, dict[str, Any]]]:
     """A new generation for every site (after a fleet-wide change)."""
     with store.transaction():
+        fleet = settings(store)
         names = [r["name"] for r in store.query("SELECT name FROM sites ORDER BY name")]
-        return {name: publish(store, name, keep) for name in names}
+        return {name: publish(store, name, keep, fleet=fleet) for name in names}
 
 
 def latest_document(store: Store, site: str) -> tuple[int, dict[str, Any]] | None:

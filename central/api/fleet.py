@@ -33,8 +33,8 @@ async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
             [{"key": k, "value": json.dumps(v)} for k, v in changes.items()], pk="key"
         )
         published = orchestrator.publish_all(svc.store, svc.config.keep_generations)
-    for site in published:
-        svc.hub.notify(site)
+    for site, (generation, document) in published.items():
+        svc.hub.published(site, generation, document)
     return orchestrator.settings(svc.store)
 
 

@@ -47,8 +47,8 @@ def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
     svc = services()
     with svc.store.transaction():
         svc.store.db["servers"].update(server_id, {**fields, "updated_at": now()})
-        orchestrator.publish(svc.store, site, svc.config.keep_generations)
-    svc.hub.notify(site)
+        published = orchestrator.publish(svc.store, site, svc.config.keep_generations)
+    svc.hub.published(site, *published)
 
 
 @bp.post("")
@@ -75,8 +75,8 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 "updated_at": stamp,
             }
         )
-        orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
-    svc.hub.notify(data.site)
+        published = orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
+    svc.hub.published(data.site, *published)
     return server_view(get_server(server_id)), 202
 
 

@@ -47,7 +47,8 @@ async def create_site(data: SiteCreate):  # type: ignore[no-untyped-def]
         raise ApiError(409, "conflict", f"site {data.name!r} already exists", site=data.name)
     with svc.store.transaction():
         svc.store.db["sites"].insert({"name": data.name, "created_at": now()})
-        orchestrator.publish(svc.store, data.name, svc.config.keep_generations)
+        published = orchestrator.publish(svc.store, data.name, svc.config.keep_generations)
+    svc.hub.published(data.name, *published)
     return site_view(svc.store.db["sites"].get(data.name)), 201
 
 

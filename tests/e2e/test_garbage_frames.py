@@ -92,6 +92,8 @@ def test_garbage_at_edged(cluster: LocalCluster, sites: list[str]) -> None:
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    # A plain ROUTER drops silently at its send high-water mark; queue everything.
+    router.setsockopt(zmq.SNDHWM, 0)
     router.bind(f"tcp://127.0.0.1:{port}")
     try:
         cluster.start_edge(site, central_endpoint=f"tcp://127.0.0.1:{port}")

@@ -97,7 +97,7 @@ def test_central_killed_sites_run_on(cluster: LocalCluster, sites: list[str]) ->
 def test_site_away_gets_newest_document_once(cluster: LocalCluster, sites: list[str]) -> None:
     site = sites[0]
     add_site(cluster, site)
-    wait_for(lambda: cluster.site(site)["state"] == "up", 30, "site up")
+    wait_for(lambda: cluster.site(site)["acked_generation"] == 1, 30, "first document acked")
     cluster.kill_edge(site, signal.SIGKILL)
     wait_for(lambda: cluster.site(site)["state"] == "down", 15, "site marked down")
 
