@@ -61,6 +61,17 @@ def test_garbage_at_central(cluster: LocalCluster, sites: list[str]) -> None:
         wait_for(lambda: cluster.client.get("/v1/hub")["dropped_total"] >= FRAMES, 30, "drops")
         stats = cluster.client.get("/v1/hub")
         assert stats["dropped_total"] == FRAMES, str(stats["dropped"])
+
+        # Replays: a valid heartbeat from a registered site (one with no edged
+        # running, so no live identity is taken over), sent again verbatim.
+        cluster.client.post("/v1/sites", {"name": sites[1]})
+        impostor = ctx.socket(zmq.DEALER)
+        impostor.setsockopt(zmq.ROUTING_ID, sites[1].encode())
+        impostor.connect(cluster.hub_endpoint)
+        beat = wire.Encoder(sites[1]).encode(wire.HEARTBEAT, generation=0)
+        for _ in range(5):
+            impostor.send_multipart(beat)
+        wait_for(lambda: cluster.client.get("/v1/hub")["dropped"].get("replay") == 4, 15, "replay")
         # Raw bytes that are not a ZMTP greeting (libzmq may still read some as
         # legacy ZMTP/1.0 frames, which are then dropped like the rest).
         with socket.create_connection(("127.0.0.1", cluster.hub_port)) as raw:

@@ -1,0 +1,31 @@
+"""Both daemons refuse to start on a bad config file, naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from central.main import main as central_main
+from edged.main import main as edged_main
+
+
+@pytest.mark.parametrize(
+    ("main", "text", "needle"),
+    [
+        (central_main, "api_port: 8700\nhub_endpont: tcp://127.0.0.1:1\n", "'hub_endpont'"),
+        (central_main, "api_port: eighty\n", "'api_port'"),
+        (edged_main, "site: edge-a\nreconcile_interval: 3\n", "'reconcile_interval'"),
+        (edged_main, "site: Edge A\n", "'site'"),
+        (edged_main, "site: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_refused(
+    main, text: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert str(path) in err
