@@ -73,8 +73,71 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Identity, site enrollment keys, audit; servers belong to a project."""
+    db["sites"].add_column("public_key", str)  # the site's CURVE public key (Z85)
+    db["servers"].add_column("project_id", str)
+    db["servers"].create_index(["project_id"])
+    db["projects"].create(
+        {"id": str, "name": str, "enabled": int, "created_at": float},
+        pk="id",
+        defaults={"enabled": 1},
+    )
+    db["projects"].create_index(["name"], unique=True)
+    db["users"].create(
+        {"id": str, "name": str, "password_hash": str, "enabled": int, "created_at": float},
+        pk="id",
+        defaults={"enabled": 1},
+    )
+    db["users"].create_index(["name"], unique=True)
+    db["assignments"].create(
+        {"user_id": str, "project_id": str, "role": str},
+        pk=("user_id", "project_id", "role"),
+        foreign_keys=[("user_id", "users", "id"), ("project_id", "projects", "id")],
+    )
+    db["app_credentials"].create(
+        {
+            "id": str,
+            "name": str,
+            "user_id": str,
+            "project_id": str,
+            "secret_hash": str,
+            "roles": str,
+            "expires_at": float,
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("user_id", "users", "id"), ("project_id", "projects", "id")],
+    )
+    db["signing_keys"].create(
+        {"kid": str, "private_pem": str, "public_key": str, "state": str, "created_at": float},
+        pk="kid",
+        defaults={"state": "active"},
+    )
+    # kind: token (target = jti, until = its expiry), user or project (until = revoked-before).
+    db["revocations"].create(
+        {"kind": str, "target": str, "until": float, "created_at": float},
+        pk=("kind", "target"),
+    )
+    db["audit"].create(
+        {
+            "id": int,
+            "at": float,
+            "user": str,
+            "project": str,
+            "action": str,
+            "target": str,
+            "result": str,
+            "request_id": str,
+            "source": str,
+        },
+        pk="id",
+    )
+    db["audit"].create_index(["at"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 
 
 class Store:
