@@ -207,9 +207,11 @@ def verify(token: str, snap: IdentitySnapshot, now: float | None = None) -> Prin
         raise TokenError("user_disabled", "user is unknown or disabled")
     if project is None or not project.get("enabled", False):
         raise TokenError("project_disabled", "project is unknown or disabled")
-    if issued < snap.revoked_before.get(
-        f"user:{user_id}", -1.0
-    ) or issued < snap.revoked_before.get(f"project:{project_id}", -1.0):
+    cutoff = max(
+        snap.revoked_before.get(f"user:{user_id}", -1.0),
+        snap.revoked_before.get(f"project:{project_id}", -1.0),
+    )
+    if issued < cutoff:
         raise TokenError("revoked", "token has been revoked")
     held = snap.assignments.get(user_id, {}).get(project_id, frozenset())
     effective = roles & held
