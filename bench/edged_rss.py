@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import VENV_BIN, Api, Central, install_deadline, rss_mb, stop_process, tail
+from harness import (
+    VENV_BIN,
+    Api,
+    Central,
+    install_deadline,
+    rss_mb,
+    stop_process,
+    tail,
+    write_site_key,
+)
 
 SITE = "rss-site"
 NODE_XML = """<node>
@@ -108,8 +117,13 @@ def run(workdir: Path, servers: int, idle_s: float) -> float:
     with Central(workdir) as central:
         try:
             api = central.start()
-            api.request("POST", "/v1/sites", {"name": SITE})
+            key_file = workdir / "site.key"
+            public_key = write_site_key(key_file)
+            api.request("POST", "/v1/sites", {"name": SITE, "public_key": public_key})
             config = write_edge_files(workdir, central.hub_endpoint)
+            edge = yaml.safe_load(config.read_text())
+            edge.update(curve_secret_key_file=str(key_file), central_public_key=central.public_key)
+            config.write_text(yaml.safe_dump(edge))
             with edged_log.open("ab") as log:
                 edged = subprocess.Popen(
                     [str(VENV_BIN / "skerry-edged"), "--config", str(config)],

@@ -1,8 +1,10 @@
 """Fan-out bench: one fleet-wide settings change reaching N sites through central's hub.
 
 ``bench/fanout.py --sites N [--rounds R]`` starts a real ``skerry-central``,
-creates N sites through the API and connects N DEALER sockets (routing id =
-site name) from this process. The sockets speak the real control protocol
+makes N CURVE key pairs, creates N sites with their public keys through the API
+(enrolled, not timed) and connects N CURVE DEALER sockets (routing id = site
+name, each with its site's key; central's ZAP handler admits them) from this
+process. The sockets speak the real control protocol
 (``edged.wire``): hello, a heartbeat every second carrying the held generation,
 and ``ack{generation}`` for every ``desired``. All N are driven by one thread
 through epoll on the sockets' ZMQ_FD descriptors.
@@ -11,7 +13,8 @@ Timed: from just before ``PUT /v1/settings`` until every socket has received
 the new generation and sent its ack (median of R rounds). The baseline,
 ``raw_seconds``, is the same swarm against a bare pyzmq ROUTER in a separate
 process that sends each site a ``desired`` message of the same size and
-waits for the N acks. The last line printed is::
+waits for the N acks; it is a CURVE server too (same encryption cost), with
+no ZAP handler. The last line printed is::
 
     RESULT fanout sites=N seconds=S raw_seconds=R ratio=X
 """
@@ -41,6 +44,7 @@ from harness import (
     Central,
     free_port,
     install_deadline,
+    new_keypair,
     raise_nofile,
     stop_process,
     tail,
@@ -51,6 +55,9 @@ from edged import wire
 HEARTBEAT_S = 1.0
 ROUND_TIMEOUT_S = 60.0
 DEFAULT_DESIRED_BYTES = 206  # type + body of a settings-only document
+# N CURVE handshakes at once queue behind each other (and behind ZAP at central):
+# give each one long enough rather than drop and redo it.
+HANDSHAKE_IVL_MS = 60_000
 
 
 def site_names(count: int) -> list[str]:
@@ -70,7 +77,14 @@ class Swarm:
     stamped) when the last socket still below ``target`` has sent its ack.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str, names: list[str]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        names: list[str],
+        keys: list[tuple[str, str]],
+        server_key: str,
+    ) -> None:
         self.names = names
         self.sockets: list[zmq.Socket[bytes]] = []
         self.encoders = [wire.Encoder(name) for name in names]
@@ -89,6 +103,11 @@ class Swarm:
         self._by_fd: dict[int, int] = {}
         for index, name in enumerate(names):
             sock = ctx.socket(zmq.DEALER)
+            public, secret = keys[index]
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode())
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
+            sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
+            sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
             sock.setsockopt(zmq.ROUTING_ID, name.encode())
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
@@ -190,9 +209,10 @@ class Swarm:
 # -- central ---------------------------------------------------------------------------
 
 
-def create_sites(api: Api, names: list[str]) -> None:
-    for name in names:
-        api.request("POST", "/v1/sites", {"name": name})
+def create_sites(api: Api, names: list[str], keys: list[tuple[str, str]]) -> None:
+    """Register every site with its CURVE public key (enrolled at creation)."""
+    for name, (public, _secret) in zip(names, keys, strict=True):
+        api.request("POST", "/v1/sites", {"name": name, "public_key": public})
 
 
 def sites_in_sync(api: Api, count: int) -> tuple[bool, int]:
@@ -272,6 +292,7 @@ def stop_profiler(proc: subprocess.Popen[bytes] | None) -> None:
 def run_central(
     workdir: Path,
     names: list[str],
+    keys: list[tuple[str, str]],
     rounds: int,
     profile: Path | None,
     profile_from: str,
@@ -286,12 +307,15 @@ def run_central(
         try:
             api = central.start(api_timeout_s=20.0)
             t = time.monotonic()
-            create_sites(api, names)
-            print(f"  created {len(names)} sites in {time.monotonic() - t:.1f}s", flush=True)
+            create_sites(api, names, keys)
+            print(
+                f"  created {len(names)} sites with enrolled keys in {time.monotonic() - t:.1f}s",
+                flush=True,
+            )
             if profile is not None and profile_from == "connect":
                 profiler = start_profiler(central.pid, profile)
             ctx = make_context()
-            swarm = Swarm(ctx, central.hub_endpoint, names)
+            swarm = Swarm(ctx, central.hub_endpoint, names, keys, central.public_key)
             try:
                 swarm.start()
                 t = time.monotonic()
@@ -301,7 +325,10 @@ def run_central(
                     print(f"  FAILED: {exc}", flush=True)
                     print(f"  swarm counters: {dict(swarm.counters)}", flush=True)
                     return [], swarm.desired_frame_bytes
-                print(f"  all up and acked in {time.monotonic() - t:.1f}s", flush=True)
+                print(
+                    f"  all up (CURVE handshakes, ZAP) and acked in {time.monotonic() - t:.1f}s",
+                    flush=True,
+                )
                 if profile is not None and profile_from == "rounds":
                     profiler = start_profiler(central.pid, profile)
                 results = central_rounds(api, swarm, len(names), rounds)
@@ -331,12 +358,19 @@ def desired_frames(encoder: wire.Encoder, site: str, generation: int, size: int)
 
 
 def raw_router(
-    endpoint: str, count: int, size: int, pipe: multiprocessing.connection.Connection
+    endpoint: str,
+    count: int,
+    size: int,
+    secret_key: str,
+    pipe: multiprocessing.connection.Connection,
 ) -> None:
-    """Bare ROUTER (child process): on ``generation`` from the pipe, send all, await N acks."""
+    """Bare CURVE ROUTER (child process): on ``generation`` from the pipe, send all, await acks."""
     raise_nofile()
     ctx = make_context()
     sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret_key.encode())
+    sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.setsockopt(zmq.LINGER, 0)
     sock.bind(endpoint)
@@ -361,17 +395,20 @@ def raw_router(
         ctx.term()
 
 
-def run_raw(names: list[str], rounds: int, size: int) -> list[float]:
+def run_raw(names: list[str], keys: list[tuple[str, str]], rounds: int, size: int) -> list[float]:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server_public, server_secret = new_keypair()
     parent, child = multiprocessing.get_context("spawn").Pipe()
     proc = multiprocessing.get_context("spawn").Process(
-        target=raw_router, args=(endpoint, len(names), size, child), daemon=True
+        target=raw_router,
+        args=(endpoint, len(names), size, server_secret, child),
+        daemon=True,
     )
     proc.start()
     ctx = make_context()
     swarm: Swarm | None = None
     try:
-        swarm = Swarm(ctx, endpoint, names)
+        swarm = Swarm(ctx, endpoint, names, keys, server_public)
         swarm.start()
         if not parent.poll(90) or parent.recv() != "ready":
             raise TimeoutError("raw ROUTER did not see every DEALER")
@@ -418,13 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     install_deadline(args.deadline)
     raise_nofile()
     names = site_names(args.sites)
+    keys = [new_keypair() for _ in names]
     with tempfile.TemporaryDirectory(prefix="skerry-fanout-") as tmp:
         central_s, size = run_central(
-            Path(tmp), names, args.rounds, args.profile, args.profile_from, args.sync_timeout
+            Path(tmp), names, keys, args.rounds, args.profile, args.profile_from, args.sync_timeout
         )
     size = size or DEFAULT_DESIRED_BYTES  # central never sent one: use a typical size
     print(f"  desired message size: {size} bytes", flush=True)
-    raw_s = run_raw(names, args.rounds, size)
+    raw_s = run_raw(names, keys, args.rounds, size)
     raw = statistics.median(raw_s)
     # No central rounds (sites never in sync) is reported as an infinite time.
     seconds = statistics.median(central_s) if central_s else math.inf

@@ -2,8 +2,10 @@
 
 Nothing here is timed. :class:`Central` writes a config into a temporary
 directory, starts ``skerry-central`` with RLIMIT_NOFILE raised to its hard
-limit, waits for the API and always stops the process again; :class:`Api`
-talks JSON over one keep-alive ``http.client`` connection.
+limit and a bootstrap admin password, logs in as that admin, and always stops
+the process again; :class:`Api` talks JSON over one keep-alive
+``http.client`` connection, carrying the token. :func:`write_site_key` makes a
+site's CURVE key file the way ``skerry sites enroll --write-secret`` does.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +26,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import yaml
+import zmq
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -69,14 +74,17 @@ class ApiError(Exception):
 class Api:
     """JSON over one keep-alive HTTP/1.1 connection (reconnects once if it was dropped)."""
 
-    def __init__(self, port: int, timeout_s: float = 30.0) -> None:
+    def __init__(self, port: int, timeout_s: float = 30.0, token: str | None = None) -> None:
         self.port = port
         self.timeout_s = timeout_s
+        self.token = token
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self.token:
+            headers["X-Auth-Token"] = self.token
         for attempt in (1, 2):
             try:
                 self.conn.request(method, path, body=data, headers=headers)
@@ -115,6 +123,8 @@ class Central:
         }
         self.log_path = workdir / "central.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.admin_password = secrets.token_urlsafe(24)
+        self.public_key = ""  # the hub's CURVE public key, once started
 
     def start(self, ready_timeout_s: float = 30.0, api_timeout_s: float = 30.0) -> Api:
         """Start central and return an API client once GET /v1/sites answers."""
@@ -127,6 +137,7 @@ class Central:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=raise_nofile,
+                env={**os.environ, "SKERRY_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password},
             )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
@@ -134,7 +145,9 @@ class Central:
                 raise RuntimeError(f"skerry-central exited early; see {self.log_path}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 api = Api(self.api_port, api_timeout_s)
-                api.request("GET", "/v1/sites")
+                login = {"user": "admin", "password": self.admin_password, "project": "admin"}
+                api.token = api.request("POST", "/v1/auth/tokens", {"password": login})["token"]
+                self.public_key = api.request("GET", "/v1/hub")["public_key"]
                 return api
             time.sleep(0.1)
         raise TimeoutError(f"central API not up after {ready_timeout_s}s; see {self.log_path}")
@@ -157,6 +170,21 @@ class Central:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def new_keypair() -> tuple[str, str]:
+    """A CURVE key pair, Z85 ``(public, secret)``."""
+    public, secret = zmq.curve_keypair()
+    return public.decode("ascii"), secret.decode("ascii")
+
+
+def write_site_key(path: Path) -> str:
+    """A site key file (``public:``/``secret:`` lines, created 0600); returns the public key."""
+    public, secret = new_keypair()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"public: {public}\nsecret: {secret}\n")
+    return public
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -11,7 +12,7 @@ import zmq.asyncio
 from quart import Quart, g, request
 from quart_schema import QuartSchema
 
-from central.api import errors, fleet, servers, sites
+from central.api import audit, auth, errors, fleet, identity, policy, servers, site_keys, sites
 from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
@@ -31,9 +32,13 @@ def create_app(config: CentralConfig) -> Quart:
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
+        security_schemes=policy.SECURITY_SCHEMES,
+        security=policy.SECURITY,
     )
     errors.register(app)
-    for bp in (sites.bp, servers.bp, fleet.bp):
+    blueprints = (sites.bp, site_keys.bp, servers.bp, fleet.bp)
+    identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
+    for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)
 
     store = Store(config.state_dir / "central.db")
@@ -55,6 +60,9 @@ def create_app(config: CentralConfig) -> Quart:
             "%s %s -> %d (%.1f ms)", request.method, request.path, response.status_code, elapsed
         )
         return response
+
+    # After the request-id hook: authentication and the audit need the request id.
+    policy.install(app, config, store, hub, os.environ)
 
     @app.while_serving
     async def _hub():  # type: ignore[no-untyped-def]

@@ -8,8 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from central import cli_identity
 from central.client import ApiFailure, Client
 
 DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
@@ -74,14 +76,68 @@ def _print(args: argparse.Namespace, data: Any, rows: Any = None, cols: Any = No
         print(table(rows, cols))
 
 
+def enroll(api: Client, args: argparse.Namespace) -> int:
+    """``sites enroll NAME``: register the site's CURVE public key (creating the site if new)."""
+    from central import zap
+
+    secret_file = args.write_secret
+    if secret_file is not None:
+        pair = zap.new_keypair()
+        try:
+            zap.write_key_file(secret_file, pair)  # created 0600, never overwritten
+        except OSError as exc:
+            print(f"skerry: cannot write {secret_file}: {exc.strerror}", file=sys.stderr)
+            return 1
+        public_key = pair.public
+    else:
+        public_key = args.public_key
+    try:
+        try:
+            api.get(f"/v1/sites/{args.name}")
+            exists = True
+        except ApiFailure as exc:
+            if exc.status != 404:
+                raise
+            exists = False
+        if exists:
+            site = api.call("PUT", f"/v1/sites/{args.name}/key", {"public_key": public_key})
+        else:
+            site = api.post("/v1/sites", {"name": args.name, "public_key": public_key})
+        central_key = api.get("/v1/hub")["public_key"]
+    except ApiFailure:
+        if secret_file is not None:
+            secret_file.unlink(missing_ok=True)  # not enrolled: do not leave a useless secret
+        raise
+    if args.json:
+        print(json.dumps({"site": site, "central_public_key": central_key}, indent=2))
+        return 0
+    print(f"site {args.name}: {'key rotated' if exists else 'created'}")
+    print(f"site public key:    {public_key}")
+    print(f"central public key: {central_key}")
+    if secret_file is not None:
+        print(f"secret key file:    {secret_file} (mode 0600)")
+        print(f"edged config:       curve_secret_key_file: {secret_file}")
+        print(f"                    central_public_key: '{central_key}'")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    api = Client(args.api)
+    api = Client(args.api, token=args.token or os.environ.get("SKERRY_TOKEN") or None)
+    if args.cmd in cli_identity.COMMANDS:
+        return cli_identity.run(args, api, _print)
     if args.cmd == "demo":
         from central.demo import run_demo
 
         return run_demo(keep=args.keep)
+    if args.cmd == "hub":
+        print(api.get("/v1/hub")["public_key"])
+        return 0
     if args.cmd == "sites":
-        if args.action == "create":
+        if args.action == "enroll":
+            return enroll(api, args)
+        if args.action == "revoke":
+            _print(args, api.delete(f"/v1/sites/{args.name}/key"))
+        elif args.action == "create":
             _print(args, api.post("/v1/sites", {"name": args.name}))
         elif args.action == "show":
             _print(args, api.get(f"/v1/sites/{args.name}"))
@@ -116,13 +172,31 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skerry", description=__doc__)
     p.add_argument("--api", default=DEFAULT_API, help="central API URL (env SKERRY_API)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--token", help="API token (env SKERRY_TOKEN; get one with `skerry login`)")
     sub = p.add_subparsers(dest="cmd", required=True)
+    cli_identity.add_parsers(sub)
 
     sites = sub.add_parser("sites", help="edge sites")
     s = sites.add_subparsers(dest="action", required=True)
     s.add_parser("list")
     for name in ("create", "show"):
         s.add_parser(name).add_argument("name")
+    e = s.add_parser("enroll", help="register a site's CURVE public key (creates the site if new)")
+    e.add_argument("name")
+    key = e.add_mutually_exclusive_group(required=True)
+    key.add_argument("--public-key", metavar="Z85", help="the site's public key, made elsewhere")
+    key.add_argument(
+        "--write-secret",
+        metavar="FILE",
+        type=Path,
+        help="make the site's key pair here, write it to FILE (mode 0600), enroll its public key",
+    )
+    s.add_parser("revoke", help="revoke a site's key: its link is cut off").add_argument("name")
+
+    hub = sub.add_parser("hub", help="central's control-channel hub")
+    hub.add_subparsers(dest="action", required=True).add_parser(
+        "key", help="print the hub's CURVE public key (edged's central_public_key)"
+    )
 
     servers = sub.add_parser("servers", help="servers at sites")
     v = servers.add_subparsers(dest="action", required=True)

@@ -19,14 +19,22 @@ class ApiFailure(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    """Calls central's API; sends ``token`` (if any) as ``X-Auth-Token``."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.token = token
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Client({self.base_url!r}, authenticated={self.token is not None})"
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("X-Auth-Token", self.token)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -42,11 +50,30 @@ class Client:
             raise ApiFailure(0, "unreachable", f"{self.base_url}: {exc}") from None
         return json.loads(raw) if raw else None
 
+    def login(self, user: str, password: str, project: str) -> dict[str, Any]:
+        """Log in with a password; later calls carry the token. Returns the token body."""
+        body = {"password": {"user": user, "password": password, "project": project}}
+        issued = self.call("POST", "/v1/auth/tokens", body)
+        self.token = issued["token"]
+        return issued
+
+    def login_app_credential(self, cred_id: str, secret: str) -> dict[str, Any]:
+        body = {"application_credential": {"id": cred_id, "secret": secret}}
+        issued = self.call("POST", "/v1/auth/tokens", body)
+        self.token = issued["token"]
+        return issued
+
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, body if body is not None else {})
+
+    def put(self, path: str, body: Any = None) -> Any:
+        return self.call("PUT", path, body)
+
+    def patch(self, path: str, body: Any = None) -> Any:
+        return self.call("PATCH", path, body if body is not None else {})
 
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)

@@ -18,6 +18,11 @@ class CentralConfig:
     hub_endpoint: str = setting(
         "tcp://127.0.0.1:8701", "ZeroMQ endpoint the hub's ROUTER binds for edge sites."
     )
+    hub_secret_key_file: Path | None = setting(
+        None,
+        "The hub's CURVE key pair (file with 'public: <z85>' and 'secret: <z85>' lines, "
+        "mode 0600); none means <state_dir>/hub_curve.key, generated on first start.",
+    )
     state_dir: Path = setting(
         Path("/var/lib/skerry/central"), "Directory holding central.db (SQLite, WAL)."
     )
@@ -36,7 +41,19 @@ class CentralConfig:
     keep_generations: int = setting(
         20, "Desired-state documents kept per site (older generations are pruned)."
     )
+    token_ttl_s: float = setting(3600.0, "Lifetime of issued API tokens, in seconds.")
+    audit_log_file: Path | None = setting(
+        None, "JSON-lines audit file; none means <state_dir>/audit.jsonl."
+    )
+    login_max_failures: int = setting(
+        5, "Failed log-ins per user name allowed within login_window_s; more get HTTP 429."
+    )
+    login_window_s: float = setting(60.0, "Window, in seconds, of the failed log-in limit.")
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_log_file or self.state_dir / "audit.jsonl"
 
     def validate(self) -> str | None:
         """A problem with the values, or None."""
@@ -47,6 +64,11 @@ class CentralConfig:
                 return f"key {key!r} must be > 0"
         if self.keep_generations < 1:
             return "key 'keep_generations' must be >= 1"
+        for key in ("token_ttl_s", "login_window_s"):
+            if getattr(self, key) <= 0:
+                return f"key {key!r} must be > 0"
+        if self.login_max_failures < 1:
+            return "key 'login_max_failures' must be >= 1"
         if self.max_frame_bytes < 1024:
             return "key 'max_frame_bytes' must be >= 1024"
         return None

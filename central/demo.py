@@ -39,9 +39,9 @@ def run_demo(keep: bool = False) -> int:
         )
         cluster.start_central()
         for site in SITES:
-            cluster.client.post("/v1/sites", {"name": site})
-            cluster.start_edge(site)
-            say(f"site {site} registered, skerry-edged started")
+            cluster.add_site(site)
+            key = cluster.site(site)["public_key"]
+            say(f"site {site} enrolled (CURVE key {key[:8]}…), skerry-edged started")
         for site in SITES:
             wait_for(lambda s=site: cluster.site(s)["state"] == "up", 60, f"site {site} up")
         say("both sites up; creating one server per site")

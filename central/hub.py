@@ -13,6 +13,17 @@ up/down, last seen) is written in one transaction per batch, so a burst of
 a thousand acks costs one commit, not a thousand. The hub keeps each site's
 newest document in memory; the API hands it over through :meth:`Hub.published`
 after its transaction committed.
+
+Security (CURVE). The ROUTER is a CURVE server with central's key pair
+(``hub_curve.key`` in the state directory, made on first start). A ZAP handler
+on the same context admits exactly the enrolled site keys, from an in-memory
+map the API updates on enroll and revoke (:meth:`Hub.enroll`, :meth:`Hub.revoke`).
+Each message carries its sender's key as the ZAP User-Id; it is accepted only
+if that key is enrolled *now* for the site named by the routing id and by the
+body. Otherwise it is dropped as ``revoked_key`` or ``wrong_site``, logged at
+WARNING and reported through :attr:`Hub.on_security_event`. The hub sends to a
+site only while the key of its last accepted message is still the site's
+enrolled key, so a revoked site's open connection receives nothing.
 """
 
 from __future__ import annotations
@@ -22,13 +33,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
-from central import orchestrator
+from central import orchestrator, zap
 from central.config import CentralConfig
 from central.store import Store, dumps
 from edged import wire
@@ -36,6 +48,13 @@ from edged import wire
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000  # messages handled between two commits (and two yields to the API)
+HANDSHAKE_IVL_MS = 10_000  # a CURVE handshake not done by then is dropped (libzmq default: 30 s)
+SECURITY_LOG_EVERY_S = 10.0  # per (reason, routing id, key): WARNING lines and security events
+security_log = logging.getLogger("central.security")
+
+
+def _log_security_event(kind: str, site: str, detail: str) -> None:
+    security_log.info("security event %s (site %s): %s", kind, site, detail)
 
 
 @dataclass
@@ -53,6 +72,7 @@ class Peer:
     sent_at: float = 0.0
     dirty: bool = False
     status: wire.Message | None = None
+    key: str | None = None  # public key of the last accepted message's connection
 
 
 class Hub:
@@ -68,13 +88,25 @@ class Hub:
         self.peers: dict[str, Peer] = {}
         self.counters: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()  # CURVE handshakes the ZAP handler refused
         self._tasks: list[asyncio.Task[None]] = []
+        key_file = config.hub_secret_key_file or config.state_dir / zap.HUB_KEY_FILE
+        self.keypair = zap.load_or_create(key_file)
+        self.site_keys: dict[str, str] = {}  # site -> its enrolled public key
+        self.key_sites: dict[str, str] = {}  # enrolled public key -> site (the ZAP allow-list)
+        self.authenticator: zap.SiteKeyAuthenticator | None = None
+        # Called as (kind, site, detail) on every refused or misattributed message
+        # (rate-limited per peer); the audit log hooks in here.
+        self.on_security_event: Callable[[str, str, str], None] = _log_security_event
+        self._security_logged: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
     def _load(self) -> None:
-        rows = self.store.query("SELECT name, acked_generation FROM sites")
+        rows = self.store.query("SELECT name, acked_generation, public_key FROM sites")
         for row in rows:
+            if row["public_key"]:
+                self.enroll(row["name"], row["public_key"])
             peer = Peer(acked_generation=row["acked_generation"])
             latest = orchestrator.latest_document(self.store, row["name"])
             if latest is not None:
@@ -86,7 +118,15 @@ class Hub:
 
     async def start(self) -> None:
         self._load()
+        # ZAP must run on the ROUTER's own context: libzmq asks the handler bound
+        # at inproc://zeromq.zap.01 of that context (none there = every key admitted).
+        self.authenticator = zap.SiteKeyAuthenticator(self.ctx, self.key_sites, self.refused)
+        self.authenticator.start()
         sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.keypair.secret.encode())
+        sock.setsockopt(zmq.ZAP_DOMAIN, zap.ZAP_DOMAIN.encode())
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted site takes its identity back
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise, not vanish
         sock.setsockopt(zmq.LINGER, 0)
@@ -100,7 +140,13 @@ class Hub:
             asyncio.create_task(self._receive_loop(), name="hub-receive"),
             asyncio.create_task(self._sweep_loop(), name="hub-sweep"),
         ]
-        log.info("hub listening on %s (%d sites known)", self.config.hub_endpoint, len(self.peers))
+        log.info(
+            "hub listening on %s (CURVE, server key %s; %d sites known, %d keys enrolled)",
+            self.config.hub_endpoint,
+            zap.fingerprint(self.keypair.public),
+            len(self.peers),
+            len(self.key_sites),
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -111,6 +157,9 @@ class Hub:
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
+        if self.authenticator is not None:
+            self.authenticator.stop()
+            self.authenticator = None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -118,7 +167,28 @@ class Hub:
             "dropped": dict(self.drops),
             "dropped_total": sum(self.drops.values()),
             "sites_connected": sum(1 for p in self.peers.values() if p.up),
+            "refused": dict(self.refused),
+            "refused_total": sum(self.refused.values()),
+            "public_key": self.keypair.public,
         }
+
+    # -- enrollment (the API calls these after its transaction committed) --------------
+
+    def enroll(self, site: str, public_key: str) -> None:
+        """``site`` authenticates with ``public_key`` from now on (its old key stops working)."""
+        old = self.site_keys.get(site)
+        if old is not None and self.key_sites.get(old) == site:
+            del self.key_sites[old]
+        self.site_keys[site] = public_key
+        self.key_sites[public_key] = site
+        log.info("site %s: key %s enrolled", site, zap.fingerprint(public_key))
+
+    def revoke(self, site: str) -> None:
+        """Cut ``site`` off: its key is refused at handshake, its open link is ignored."""
+        old = self.site_keys.pop(site, None)
+        if old is not None and self.key_sites.get(old) == site:
+            del self.key_sites[old]
+            log.info("site %s: key %s revoked", site, zap.fingerprint(old))
 
     # -- from the API ----------------------------------------------------------------
 
@@ -127,11 +197,15 @@ class Hub:
         peer = self.peers.setdefault(site, Peer())
         if generation > peer.generation:
             peer.generation, peer.document = generation, document
-        if self.sock is not None and peer.up:
+        if self.sock is not None and peer.up and self._trusted(site, peer):
             self._send(site, wire.DESIRED, generation=generation, document=document)
             peer.sent_generation, peer.sent_at = generation, time.monotonic()
 
     # -- sending ---------------------------------------------------------------------
+
+    def _trusted(self, site: str, peer: Peer) -> bool:
+        """Whether the connection holding ``site``'s routing id last spoke with its enrolled key."""
+        return peer.key is not None and self.site_keys.get(site) == peer.key
 
     def _send(self, site: str, kind: str, **fields: Any) -> bool:
         assert self.sock is not None
@@ -149,6 +223,8 @@ class Hub:
         """Send the newest document if the site holds an older one (and no recent send)."""
         if not peer.up or peer.held_generation >= peer.generation or not peer.generation:
             return
+        if not self._trusted(site, peer):
+            return
         fresh = time.monotonic() - peer.sent_at < self.config.resend_after_s
         if not force and peer.sent_generation >= peer.generation and fresh:
             return
@@ -161,12 +237,34 @@ class Hub:
         self.drops[reason] += 1
         log.debug("frame dropped (%s): %s", reason, detail)
 
+    def _security_drop(self, reason: str, site: str, key: str | None, detail: str) -> None:
+        """Drop a message whose key does not entitle it; WARNING + security event (rate-limited)."""
+        self.drops[reason] += 1
+        now = time.monotonic()
+        slot = (reason, site, key or "")
+        last, suppressed = self._security_logged.get(slot, (-1e9, 0))
+        if now - last < SECURITY_LOG_EVERY_S:
+            self._security_logged[slot] = (last, suppressed + 1)
+            return
+        if len(self._security_logged) > 10_000:
+            self._security_logged.clear()
+        self._security_logged[slot] = (now, 0)
+        detail = f"key {zap.fingerprint(key)}: {detail}"
+        if suppressed:
+            detail += f" (+{suppressed} more since the last report)"
+        log.warning("message dropped (%s) on routing id %r: %s", reason, site[:64], detail)
+        try:
+            self.on_security_event(reason, site, detail)
+        except Exception:
+            log.exception("hub: on_security_event failed")
+
     async def _receive_loop(self) -> None:
         assert self.sock is not None
         while True:
-            batch = [await self.sock.recv_multipart()]
+            # copy=False: zmq.Frame objects, which carry the sender's ZAP User-Id.
+            batch = [await self.sock.recv_multipart(copy=False)]
             while len(batch) < BATCH_MAX and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                batch.append(await self.sock.recv_multipart())
+                batch.append(await self.sock.recv_multipart(copy=False))
             for frames in batch:
                 try:
                     self._handle(frames)
@@ -179,16 +277,40 @@ class Hub:
                 log.exception("hub: writing the batch to the store failed")
             await asyncio.sleep(0)  # let the API run between batches
 
-    def _handle(self, frames: list[bytes]) -> None:
-        identity, rest = frames[0], frames[1:]
+    def _handle(self, parts: list[zmq.Frame]) -> None:
         try:
-            msg = wire.decode(rest, self.config.max_frame_bytes)
+            key: str | None = parts[0].get("User-Id")
+        except zmq.ZMQError:  # no metadata: not through ZAP (cannot happen with CURVE on)
+            key = None
+        identity = parts[0].bytes
+        site = identity.decode(errors="replace")
+        if not key:
+            self._security_drop("unauthenticated", site, None, "message without a ZAP user id")
+            return
+        owner = self.key_sites.get(key)
+        if owner is None:
+            # Admitted at handshake, revoked (or rotated away) since.
+            self._security_drop("revoked_key", site, key, "key no longer enrolled")
+            return
+        if owner != site:
+            # This connection now holds ``site``'s routing id (ROUTER_HANDOVER):
+            # send nothing to that routing id until ``site``'s own key speaks again.
+            peer = self.peers.get(site)
+            if peer is not None:
+                peer.key = None
+            self._security_drop(
+                "wrong_site", site, key, f"key enrolled for {owner!r} used with routing id {site!r}"
+            )
+            return
+        try:
+            msg = wire.decode([p.bytes for p in parts[1:]], self.config.max_frame_bytes)
         except wire.FrameError as exc:
             self._drop(exc.reason, exc.detail)
             return
-        site = identity.decode(errors="replace")
         if msg.site != site:
-            self._drop("wrong_site", f"routing id {identity[:64]!r} claims site {msg.site!r}")
+            self._security_drop(
+                "wrong_site", site, key, f"key of {site!r} sent a message for {msg.site[:64]!r}"
+            )
             return
         peer = self.peers.get(site)
         if peer is None:
@@ -198,6 +320,7 @@ class Hub:
             self._drop("replay", f"{msg.type} from {site} epoch={msg.epoch} seq={msg.seq}")
             return
         self.counters[f"received_{msg.type}"] += 1
+        peer.key = key
         peer.last_seen = time.time()
         if not peer.up:
             peer.up, peer.dirty = True, True

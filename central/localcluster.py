@@ -8,6 +8,7 @@ one machine without touching each other.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from central import zap
 from central.client import ApiFailure, Client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +73,11 @@ class LocalCluster:
         self.edge_overrides = edge_overrides or {}
         self.central: subprocess.Popen[bytes] | None = None
         self.edges: dict[str, subprocess.Popen[bytes]] = {}
+        self.local_api_ports: dict[str, int] = {}  # each site's local API, kept across restarts
         self.client = Client(f"http://127.0.0.1:{self.api_port}")
+        # central bootstraps its admin with this on first start; kept in memory only.
+        self.admin_password = secrets.token_urlsafe(24)
+        self.central_public_key = ""  # known once central started (GET /v1/hub)
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -103,6 +109,9 @@ class LocalCluster:
                 "state_dir": str(self.workdir / site),
                 "libvirt_uri": self.libvirt_uri,
                 "image_dir": str(self.image_dir),
+                "curve_secret_key_file": str(self.key_file(site)),
+                "central_public_key": self.central_public_key,
+                "local_api_port": self.local_api_ports.setdefault(site, free_port()),
                 **self.edge_overrides,
                 **overrides,
             }
@@ -111,12 +120,52 @@ class LocalCluster:
         path.write_text(yaml.safe_dump(data))
         return path
 
+    # -- site keys -------------------------------------------------------------------
+
+    def local_api(self, site: str, token: str | None = None) -> Client:
+        """A client for ``site``'s local API (the site's own operators' entry point)."""
+        return Client(f"http://127.0.0.1:{self.local_api_ports[site]}", token=token)
+
+    def key_file(self, site: str) -> Path:
+        return self.workdir / f"{site}.key"
+
+    def site_keys(self, site: str) -> zap.KeyPair:
+        """The site's CURVE key pair from its key file, made (mode 0600) if missing."""
+        path = self.key_file(site)
+        if not path.exists():
+            zap.write_key_file(path, zap.new_keypair())
+        return zap.read_key_file(path)
+
+    def new_site_keys(self, site: str) -> zap.KeyPair:
+        """Replace the site's key file with a fresh key pair (not enrolled)."""
+        self.key_file(site).unlink(missing_ok=True)
+        return self.site_keys(site)
+
+    def enroll(self, site: str, public_key: str | None = None) -> dict[str, Any]:
+        """Register ``site`` with its key (or ``public_key``), or enroll the key if it exists."""
+        key = public_key or self.site_keys(site).public
+        try:
+            self.client.get(f"/v1/sites/{site}")
+        except ApiFailure as exc:
+            if exc.status != 404:
+                raise
+            return self.client.post("/v1/sites", {"name": site, "public_key": key})
+        return self.client.call("PUT", f"/v1/sites/{site}/key", {"public_key": key})
+
+    def add_site(self, site: str, **edge_overrides: Any) -> None:
+        """Make the site's key pair, register the site with it, start its edged."""
+        self.enroll(site)
+        self.start_edge(site, **edge_overrides)
+
     # -- processes -------------------------------------------------------------------
 
-    def _spawn(self, name: str, script: str, config: Path) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, script: str, config: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         return subprocess.Popen(
             [_script(script), "--config", str(config)],
+            env={**os.environ, **env} if env else None,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
@@ -124,8 +173,15 @@ class LocalCluster:
         )
 
     def start_central(self, timeout: float = 20) -> None:
-        self.central = self._spawn("central", "skerry-central", self.central_config())
-        wait_for(lambda: self.client.get("/v1/sites") is not None, timeout, "central's API")
+        env = {"SKERRY_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password}
+        self.central = self._spawn("central", "skerry-central", self.central_config(), env)
+        # cluster.client is the bootstrapped cloud admin.
+        wait_for(
+            lambda: self.client.login("admin", self.admin_password, "admin"),
+            timeout,
+            "central's API (admin log-in)",
+        )
+        self.central_public_key = self.client.get("/v1/hub")["public_key"]
 
     def kill_central(self, sig: int = signal.SIGKILL) -> None:
         if self.central is not None:
@@ -133,6 +189,8 @@ class LocalCluster:
             self.central = None
 
     def start_edge(self, site: str, **overrides: Any) -> None:
+        """Start (or restart) the site's edged with its key file (made if missing, not enrolled)."""
+        self.site_keys(site)
         self.edges[site] = self._spawn(site, "skerry-edged", self.edge_config(site, **overrides))
 
     def kill_edge(self, site: str, sig: int = signal.SIGKILL) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from central.identity.snapshot import build_section
 from central.store import Store, dumps, now
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 # Fleet-wide settings every site receives in its document, with their defaults.
 SETTINGS_DEFAULTS: dict[str, float] = {"reconcile_interval_s": 10.0, "stop_grace_s": 5.0}
 
-SERVER_FIELDS = ("id", "name", "vcpus", "ram_mb", "disk_gb", "image", "power")
+SERVER_FIELDS = ("id", "name", "project_id", "vcpus", "ram_mb", "disk_gb", "image", "power")
 
 # Observed domain state at the site -> API status.
 STATUS_BY_STATE = {"running": "ACTIVE", "shutoff": "SHUTOFF", "error": "ERROR"}
@@ -32,9 +33,17 @@ def settings(store: Store) -> dict[str, float]:
 
 
 def build_document(
-    store: Store, site: str, generation: int, fleet: dict[str, float] | None = None
+    store: Store,
+    site: str,
+    generation: int,
+    fleet: dict[str, float] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The desired state of ``site`` as its records say now."""
+    """The desired state of ``site`` as its records say now.
+
+    ``fleet`` and ``identity`` are the same for every site: ``publish_all``
+    builds them once and passes them in.
+    """
     servers = store.query(
         f"SELECT {', '.join(SERVER_FIELDS)} FROM servers WHERE site = ? AND deleting = 0 "
         "ORDER BY id",
@@ -45,6 +54,7 @@ def build_document(
         "generation": generation,
         "settings": fleet if fleet is not None else settings(store),
         "servers": servers,
+        "identity": identity if identity is not None else build_section(store),
     }
 
 
@@ -54,6 +64,7 @@ def publish(
     keep: int = 20,
     floor: int = 0,
     fleet: dict[str, float] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Write the next generation of ``site``'s document; returns it with its generation.
 
@@ -69,7 +80,7 @@ def publish(
         if row is None:
             raise LookupError(f"site {site!r} does not exist")
         generation = max(row[0], floor) + 1
-        doc = build_document(store, site, generation, fleet)
+        doc = build_document(store, site, generation, fleet, identity)
         store.conn.execute(
             "INSERT INTO desired_docs (site, generation, document, created_at) VALUES (?,?,?,?)",
             (site, generation, dumps(doc), now()),
@@ -86,11 +97,12 @@ def publish(
 
 
 def publish_all(store: Store, keep: int = 20) -> dict[str, tuple[int, dict[str, Any]]]:
-    """A new generation for every site (after a fleet-wide change)."""
+    """A new generation for every site (after a fleet-wide or identity change)."""
     with store.transaction():
         fleet = settings(store)
+        identity = build_section(store)
         names = [r["name"] for r in store.query("SELECT name FROM sites ORDER BY name")]
-        return {name: publish(store, name, keep, fleet=fleet) for name in names}
+        return {name: publish(store, name, keep, fleet=fleet, identity=identity) for name in names}
 
 
 def latest_document(store: Store, site: str) -> tuple[int, dict[str, Any]] | None:

@@ -20,6 +20,14 @@ class EdgeConfig:
     central_endpoint: str = setting(
         "tcp://127.0.0.1:8701", "ZeroMQ endpoint of central's hub (its ROUTER)."
     )
+    curve_secret_key_file: Path | None = setting(
+        None,
+        "Required. The site's CURVE key pair as written by `skerry sites enroll --write-secret`: "
+        "lines 'public: <z85>' and 'secret: <z85>', mode 0600.",
+    )
+    central_public_key: str = setting(
+        "", "Required. Central's CURVE public key, Z85 (`skerry hub key` prints it)."
+    )
     state_dir: Path = setting(
         Path("/var/lib/skerry/edge"), "Directory for the local state database, disks, consoles."
     )
@@ -45,6 +53,10 @@ class EdgeConfig:
     max_frame_bytes: int = setting(
         DEFAULT_MAX_FRAME_BYTES, "Control-channel messages larger than this are dropped."
     )
+    local_api_host: str = setting(
+        "127.0.0.1", "Address the site's local API (site operators, offline tokens) listens on."
+    )
+    local_api_port: int = setting(8710, "Port of the site's local API; 0 disables it.")
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
 
     def validate(self) -> str | None:
@@ -60,6 +72,8 @@ class EdgeConfig:
             return f"key 'virt_type' must be auto, qemu, kvm or test, got {self.virt_type!r}"
         if self.max_frame_bytes < 1024:
             return "key 'max_frame_bytes' must be >= 1024"
+        if not 0 <= self.local_api_port <= 65535:
+            return "key 'local_api_port' must be 0 (off) or a port number"
         return None
 
 

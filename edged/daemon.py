@@ -19,7 +19,9 @@ from edged import wire
 from edged.config import EdgeConfig
 from edged.drivers.compute import ComputeDriver
 from edged.executor import Executor
+from edged.identity import IdentityCache
 from edged.link import Link
+from edged.overrides import OverrideStore
 from edged.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,13 @@ class EdgeDaemon:
         self.driver = driver
         self.state = LocalState(config.state_dir)
         self.executor = Executor(driver)
+        self.overrides = OverrideStore(self.state)
+        # Tokens are checked against the held document's snapshot from the first second.
+        self.identity = IdentityCache()
+        if self.state.generation:
+            self.identity.load(self.state.generation, self.state.document())
+        # Around every use of the driver: reconcile passes and local API actions.
+        self.driver_lock = asyncio.Lock()
         self.ctx = zmq.asyncio.Context()
         self.link = Link(
             config,
@@ -61,6 +70,7 @@ class EdgeDaemon:
             if accepted:
                 self.link.counters["desired_accepted"] += 1
                 log.info("generation %d accepted", generation)
+                self.identity.load(generation, document)
                 self.wake.set()
             else:
                 self.link.counters["desired_duplicate"] += 1
@@ -83,6 +93,17 @@ class EdgeDaemon:
             "link": self.link.stats(),
             "reconcile": {**dict(self.executor.counters), **self.last_pass},
             "held_generation": self.state.generation,
+            "identity": self.identity.stats(),
+            "local_overrides": {
+                o.server_id: {
+                    "power": o.power,
+                    "generation": o.generation,
+                    "against": o.against,
+                    "made_at": o.made_at,
+                    "made_by": o.made_by,
+                }
+                for o in self.overrides.all()
+            },
         }
 
     # -- reconcile loop --------------------------------------------------------------
@@ -99,7 +120,10 @@ class EdgeDaemon:
         settings = self._settings(document)
         if hasattr(self.driver, "stop_grace_s"):
             self.driver.stop_grace_s = settings["stop_grace_s"]
-        result = self.executor.run_pass(generation, document)
+        result = self.executor.run_pass(generation, document, self.overrides.all())
+        if result.stale_overrides:
+            self.overrides.drop(result.stale_overrides)
+            log.info("local power overrides ended by central: %s", result.stale_overrides)
         self.state.record_observation(generation, result.report)
         self.inventory = vars(self.driver.inventory())
         self.last_pass = {
@@ -114,7 +138,8 @@ class EdgeDaemon:
     async def reconcile_loop(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self._pass)
+                async with self.driver_lock:
+                    await asyncio.to_thread(self._pass)
             except Exception:  # a driver bug must not stop reconciling
                 self.executor.counters["reconcile_failures"] += 1
                 log.exception("reconcile pass failed")
@@ -126,6 +151,41 @@ class EdgeDaemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=interval)
             self.wake.clear()
+
+    # -- local API -------------------------------------------------------------------
+
+    def local_site(self) -> Any:
+        """What the local API gets from this daemon (edged.localapi.LocalSite)."""
+        from edged.localapi import LocalSite  # Quart only where the local API is on
+
+        return LocalSite(
+            site=self.config.site,
+            state=self.state,
+            identity=self.identity,
+            overrides=self.overrides,
+            driver=self.driver,
+            driver_lock=self.driver_lock,
+            audit_path=self.config.state_dir / "local-audit.jsonl",
+            wake=self.wake.set,
+            central_reachable=lambda: self.link.reachable,
+        )
+
+    async def serve_local_api(self, stop: asyncio.Event) -> None:
+        """hypercorn in this loop; a port that cannot be bound is logged, never fatal."""
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        from edged.localapi import create_local_app
+
+        host, port = self.config.local_api_host, self.config.local_api_port
+        config = Config()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = None
+        config.graceful_timeout = 1.0
+        try:
+            await serve(create_local_app(self.local_site()), config, shutdown_trigger=stop.wait)
+        except OSError as exc:
+            log.error("local API not served on %s:%d: %s", host, port, exc)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -142,6 +202,8 @@ class EdgeDaemon:
             asyncio.create_task(self.link.run(), name="link"),
             asyncio.create_task(self.reconcile_loop(), name="reconcile"),
         ]
+        if self.config.local_api_port:
+            tasks.append(asyncio.create_task(self.serve_local_api(stop), name="local-api"))
         await stop.wait()
         for task in tasks:
             task.cancel()

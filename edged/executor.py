@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edged.drivers.compute import ComputeDriver, ComputeError, ObservedServer, ServerSpec
-from edged.reconcile import Action, plan, specs_from_document
+from edged.reconcile import Action, PowerOverride, apply_overrides, plan, specs_from_document
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class PassResult:
     errors: dict[str, str]
     report: dict[str, Any]
     seconds: float
+    # Local power overrides that no longer hold (central decided since): to forget.
+    stale_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -44,9 +47,14 @@ class Executor:
     # server id -> reason of the last temporary failure (retried next pass).
     transient: dict[str, str] = field(default_factory=dict)
 
-    def run_pass(self, generation: int, document: dict[str, Any] | None) -> PassResult:
+    def run_pass(
+        self,
+        generation: int,
+        document: dict[str, Any] | None,
+        overrides: Iterable[PowerOverride] = (),
+    ) -> PassResult:
         started = time.monotonic()
-        desired = specs_from_document(document)
+        desired, stale = apply_overrides(specs_from_document(document), overrides, generation)
         builds = {s.id: s.build_hash() for s in desired}
         # A permanent failure holds only for the build that failed.
         self.failed = {k: v for k, v in self.failed.items() if builds.get(k) == v[0]}
@@ -70,7 +78,7 @@ class Executor:
                 len(errors),
                 seconds,
             )
-        return PassResult(generation, actions, errors, report, seconds)
+        return PassResult(generation, actions, errors, report, seconds, stale)
 
     def _apply(self, action: Action, errors: dict[str, str]) -> None:
         try:

@@ -5,25 +5,126 @@ itself; the link watches for silence from central (``central_timeout_s``)
 and, when central is heard again, says ``hello`` with the generation held, so
 a restarted central (or one that missed pushes) catches the site up.
 Frames that are not valid new messages for this site are dropped and counted.
+
+The link is always CURVE: the DEALER authenticates with the site's key pair
+(``curve_secret_key_file``) and accepts only a server holding
+``central_public_key``. :func:`load_curve_keys` reads and checks both before
+the daemon starts (``skerry-edged`` refuses to start without them). The key
+file holds two lines, ``public: <z85>`` and ``secret: <z85>`` (blank lines and
+``#`` comments ignored), mode 0600 — the format ``skerry sites enroll
+--write-secret`` writes (``central/zap.py``; edged does not import central).
 """
 
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
 from edged import wire
 from edged.config import EdgeConfig
+from edged.configfile import ConfigError
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[wire.Message], Awaitable[None]]
+
+KEY_CHARS = 40  # Z85 of a 32-byte CURVE key
+HANDSHAKE_IVL_MS = 5000  # a stalled CURVE handshake is retried after this (libzmq: 30 s)
+# libzmq does not reconnect after central's ZAP handler refused our key (not yet
+# enrolled, revoked, rotated): a link silent this long is closed and opened anew,
+# re-reading the key file, so a site enrolled (or re-keyed) later comes in by itself.
+RELINK_AFTER_S = 10.0
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    public: str  # this site's
+    secret: str
+    server: str  # central's public key
+
+
+def z85_key_problem(text: object) -> str | None:
+    """Why ``text`` is not a Z85-encoded 32-byte CURVE key, or None."""
+    if not isinstance(text, str):
+        return "must be a string"
+    if len(text) != KEY_CHARS:
+        return f"must be {KEY_CHARS} Z85 characters, got {len(text)}"
+    try:
+        raw = z85.decode(text.encode("ascii"))
+    except Exception:  # bad alphabet (KeyError), a group over 2**32 (struct.error), ...
+        return "is not valid Z85"
+    return None if len(raw) == 32 else "does not decode to 32 bytes"
+
+
+def parse_key_file(text: str) -> tuple[str, str]:
+    """``(public, secret)`` from a key file's text; ValueError says what is wrong."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or name not in ("public", "secret"):
+            raise ValueError(f"line {number}: expected 'public: <z85>' or 'secret: <z85>'")
+        if name in values:
+            raise ValueError(f"line {number}: {name!r} given twice")
+        problem = z85_key_problem(value)
+        if problem:
+            raise ValueError(f"line {number}: the {name} key {problem}")
+        values[name] = value
+    for name in ("public", "secret"):
+        if name not in values:
+            raise ValueError(f"no '{name}:' line")
+    if zmq.curve_public(values["secret"].encode()).decode() != values["public"]:
+        raise ValueError("the public key does not belong to the secret key")
+    return values["public"], values["secret"]
+
+
+def load_curve_keys(config: EdgeConfig, source: str = "<config>") -> CurveKeys:
+    """The link's CURVE keys; ConfigError naming ``source``, the key and the file otherwise."""
+    if not config.central_public_key:
+        raise ConfigError(
+            f"{source}: key 'central_public_key' is required (central's CURVE public key, "
+            "Z85; `skerry hub key` prints it): edged never talks to central in the clear"
+        )
+    problem = z85_key_problem(config.central_public_key)
+    if problem:
+        raise ConfigError(f"{source}: key 'central_public_key' {problem}")
+    path: Path | None = config.curve_secret_key_file
+    if path is None:
+        raise ConfigError(
+            f"{source}: key 'curve_secret_key_file' is required (the site's CURVE key pair, "
+            "as written by `skerry sites enroll NAME --write-secret FILE`)"
+        )
+    where = f"{source}: key 'curve_secret_key_file': {path}"
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a text key file") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{where}: holds a secret key but is open to group/others "
+            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+    try:
+        public, secret = parse_key_file(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return CurveKeys(public, secret, config.central_public_key)
 
 
 class Link:
@@ -48,12 +149,19 @@ class Link:
         self.sock: zmq.asyncio.Socket | None = None
         self.reachable = False
         self.last_heard = 0.0
+        self.opened_at = 0.0
         self.need_hello = True
         self.counters: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()
 
     def open(self) -> None:
+        keys = load_curve_keys(self.config)
         sock = self.ctx.socket(zmq.DEALER)
+        # CURVE (and every other option) before connect.
+        sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server.encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public.encode())
+        sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret.encode())
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
         sock.setsockopt(zmq.ROUTING_ID, self.config.site.encode())
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a link that is not up
@@ -64,6 +172,8 @@ class Link:
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.config.max_frame_bytes)
         sock.connect(self.config.central_endpoint)
         self.sock = sock
+        self.opened_at = time.monotonic()
+        log.info("link: CURVE key %s, central's key %s", keys.public[:8], keys.server[:8])
 
     def close(self) -> None:
         if self.sock is not None:
@@ -100,6 +210,9 @@ class Link:
                 self.reachable = False
                 self.need_hello = True
                 log.warning("central unreachable (silent %.1fs); running on", now - self.last_heard)
+            relink_after = max(RELINK_AFTER_S, 2 * self.config.central_timeout_s)
+            if not self.reachable and now - max(self.last_heard, self.opened_at) > relink_after:
+                self._relink()
             if self.need_hello and await self.send(
                 wire.HELLO, last_generation=self.held_generation()
             ):
@@ -109,6 +222,19 @@ class Link:
                 next_beat = now + interval
             if await self.sock.poll(timeout=int(interval * 1000 / 2), flags=zmq.POLLIN):
                 await self._receive(await self.sock.recv_multipart())
+
+    def _relink(self) -> None:
+        """A fresh socket (and handshake): libzmq gives up on a link whose key was refused."""
+        log.info("link: nothing from central for %.0fs; reconnecting afresh", RELINK_AFTER_S)
+        self.counters["relinks"] += 1
+        self.close()
+        try:
+            self.open()
+        except ConfigError as exc:  # the key file went bad while running: keep trying
+            log.error("link: %s", exc)
+            self.sock = self.ctx.socket(zmq.DEALER)  # an unconnected socket: sends fail
+            self.opened_at = time.monotonic()
+        self.need_hello = True
 
     async def _receive(self, frames: list[bytes]) -> None:
         try:

@@ -14,6 +14,7 @@ from edged.configfile import ConfigError
 from edged.daemon import EdgeDaemon
 from edged.drivers.compute import ComputeDriver
 from edged.drivers.compute_libvirt import LibvirtCompute
+from edged.link import load_curve_keys
 
 
 def make_compute(config: EdgeConfig) -> ComputeDriver:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        load_curve_keys(config, str(args.config))  # no keys, no start: never in the clear
     except ConfigError as exc:
         print(f"skerry-edged: {exc}", file=sys.stderr)
         return 2

@@ -9,10 +9,10 @@ state, and nothing else this site owns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from edged.drivers.compute import ObservedServer, ServerSpec
+from edged.drivers.compute import ObservedServer, PowerState, ServerSpec
 
 ActionKind = Literal["delete", "create", "start", "stop"]
 # Deletions first (they free capacity), then creations, then power changes.
@@ -42,6 +42,48 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
         )
         for s in document.get("servers", [])
     ]
+
+
+@dataclass(frozen=True)
+class PowerOverride:
+    """A site operator's power choice for one server, made while central may be away.
+
+    ``against`` is the document's power for the server at ``generation`` when
+    the override was made; the override holds until central's document asks
+    for another power (or drops the server).
+    """
+
+    server_id: str
+    power: PowerState
+    generation: int
+    against: PowerState
+    made_at: float = 0.0
+    made_by: str = ""
+
+
+def apply_overrides(
+    specs: Iterable[ServerSpec], overrides: Iterable[PowerOverride], generation: int
+) -> tuple[list[ServerSpec], list[str]]:
+    """The effective desired specs, and the ids of overrides that no longer hold.
+
+    An override is stale when its server left the document, or when a later
+    generation asks for another power than the one it was made against: central
+    has decided since, and central wins.
+    """
+    by_id = {o.server_id: o for o in overrides}
+    effective: list[ServerSpec] = []
+    stale: set[str] = set(by_id)
+    for spec in specs:
+        override = by_id.get(spec.id)
+        if override is None:
+            effective.append(spec)
+            continue
+        if generation > override.generation and spec.power != override.against:
+            effective.append(spec)
+            continue
+        stale.discard(spec.id)
+        effective.append(replace(spec, power=override.power))
+    return effective, sorted(stale)
 
 
 def plan(

@@ -7,15 +7,31 @@ keep running it after a crash or with central gone.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from edged.wire import next_epoch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def locked(method: F) -> F:
+    """Run a LocalState method under its lock: the connection is shared by threads."""
+
+    @functools.wraps(method)
+    def wrapper(self: LocalState, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class LocalState:
@@ -23,6 +39,9 @@ class LocalState:
 
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
+        # The event loop and the reconcile worker thread share one connection;
+        # without this lock their transactions could interleave.
+        self.lock = threading.RLock()
         self.conn = sqlite3.connect(str(state_dir / "edged.db"), check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
@@ -37,19 +56,36 @@ class LocalState:
                     {"id": int, "generation": int, "report": str, "at": float}, pk="id"
                 )
                 self.db["meta"].create({"key": str, "value": str}, pk="key")
+        # Site operators' local power overrides (edged/overrides.py); added after v1.
+        if "power_overrides" not in self.db.table_names():
+            self.db["power_overrides"].create(
+                {
+                    "server_id": str,
+                    "power": str,
+                    "generation": int,
+                    "against": str,
+                    "made_at": float,
+                    "made_by": str,
+                },
+                pk="server_id",
+                if_not_exists=True,
+            )
 
     # -- desired ---------------------------------------------------------------------
 
     @property
+    @locked
     def generation(self) -> int:
         """Generation of the document held (0 when none)."""
         row = self.conn.execute("SELECT generation FROM desired WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
+    @locked
     def document(self) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT document FROM desired WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
 
+    @locked
     def accept(self, generation: int, document: dict[str, Any]) -> bool:
         """Store ``document`` durably if it is newer than the one held; True if stored."""
         with self.db.atomic():
@@ -68,18 +104,21 @@ class LocalState:
 
     # -- observed --------------------------------------------------------------------
 
+    @locked
     def record_observation(self, generation: int, report: dict[str, Any]) -> None:
         self.db["observed"].upsert(
             {"id": 1, "generation": generation, "report": json.dumps(report), "at": time.time()},
             pk="id",
         )
 
+    @locked
     def last_observation(self) -> tuple[int, dict[str, Any]] | None:
         row = self.conn.execute("SELECT generation, report FROM observed WHERE id = 1").fetchone()
         return (int(row[0]), json.loads(row[1])) if row else None
 
     # -- epoch -----------------------------------------------------------------------
 
+    @locked
     def new_epoch(self) -> int:
         """A channel epoch above every one this site used before (see edged.wire)."""
         with self.db.atomic():
@@ -88,5 +127,6 @@ class LocalState:
             self.db["meta"].upsert({"key": "epoch", "value": str(epoch)}, pk="key")
         return epoch
 
+    @locked
     def close(self) -> None:
         self.conn.close()

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -39,6 +41,8 @@ ALGORITHM = "EdDSA"
 ROLES = ("reader", "member", "admin")
 CLOCK_SKEW_S = 60.0
 _JWS = jwt.PyJWS(algorithms=[ALGORITHM])
+_EDDSA = _JWS.get_algorithm_by_name(ALGORITHM)
+_COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)", re.ASCII)
 
 
 class TokenError(Exception):
@@ -69,7 +73,9 @@ class Principal:
     @property
     def is_cloud_admin(self) -> bool:
         """``admin`` on the admin project: sees and manages everything."""
-        return "admin" in self.roles and self.project_id == self.admin_project
+        return bool(self.admin_project) and (
+            "admin" in self.roles and self.project_id == self.admin_project
+        )
 
 
 def b64url(raw: bytes) -> str:
@@ -78,6 +84,29 @@ def b64url(raw: bytes) -> str:
 
 def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _role_set(roles: Any) -> frozenset[str]:
+    # A bare string would otherwise become a set of its characters.
+    if isinstance(roles, str | bytes | Mapping):
+        raise ValueError(f"roles must be a list, got {roles!r}")
+    return frozenset(map(str, roles))
+
+
+def _entity(entry: Any) -> dict[str, Any]:
+    # "enabled": "false" must not count as enabled; SQLite's 0/1 are fine.
+    entry = dict(entry)
+    if not isinstance(entry.get("enabled", False), bool | int):
+        raise ValueError(f"'enabled' must be true or false, got {entry['enabled']!r}")
+    return entry
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float:
+    """A finite numeric claim: NaN would pass every expiry and cut-off comparison."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TypeError(name)
+    return float(value)
 
 
 @dataclass
@@ -102,15 +131,15 @@ class IdentitySnapshot:
                 for kid, pub in dict(section.get("keys", {})).items()
             }
             assignments = {
-                str(user): {str(p): frozenset(map(str, roles)) for p, roles in dict(prj).items()}
+                str(user): {str(p): _role_set(roles) for p, roles in dict(prj).items()}
                 for user, prj in dict(section.get("assignments", {})).items()
             }
             return cls(
                 issuer=str(section.get("issuer", "skerry")),
                 admin_project=str(section.get("admin_project", "")),
                 keys=keys,
-                projects={str(k): dict(v) for k, v in dict(section.get("projects", {})).items()},
-                users={str(k): dict(v) for k, v in dict(section.get("users", {})).items()},
+                projects={str(k): _entity(v) for k, v in dict(section.get("projects", {})).items()},
+                users={str(k): _entity(v) for k, v in dict(section.get("users", {})).items()},
                 assignments=assignments,
                 revoked_tokens={
                     str(k): float(v) for k, v in dict(section.get("revoked_tokens", {})).items()
@@ -156,28 +185,54 @@ def issue(
     return token, claims
 
 
+def _segment(text: str) -> bytes:
+    """Strict base64url: unpadded and canonical, so a token has exactly one spelling."""
+    if len(text) % 4 == 1:
+        raise ValueError("bad base64url length")
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(raw) != text:
+        raise ValueError("non-canonical base64url")
+    return raw
+
+
 def _claims(token: str, snap: IdentitySnapshot) -> dict[str, Any]:
-    """Signature and shape: the library checks the JWS and refuses any other alg."""
-    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 4096:
+    """Signature and shape: one strict parse, then PyJWT's EdDSA checks the signature.
+
+    Parsed here once rather than by ``PyJWS.decode_complete`` after
+    ``get_unverified_header`` (two full parses, each with a per-character
+    Python loop): that doubled the cost of a validation on top of the signature
+    itself (bench/tokens.py). Only EdDSA is ever tried; no JWS extension
+    (``crit``, ``b64``) is accepted.
+    """
+    if not isinstance(token, str) or len(token) > 4096:
         raise TokenError("malformed", "token is not a compact JWS")
+    match = _COMPACT.fullmatch(token)
+    if match is None:
+        raise TokenError("malformed", "token is not a compact JWS")
+    head, body, sig = match.groups()
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+        header = json.loads(_segment(head))
+    except (ValueError, RecursionError):
         raise TokenError("malformed", "token header is unreadable") from None
+    if not isinstance(header, dict):
+        raise TokenError("malformed", "token header is unreadable")
     if header.get("alg") != ALGORITHM:
         raise TokenError("bad_algorithm", f"token algorithm must be {ALGORITHM}")
-    key = snap.keys.get(str(header.get("kid")))
+    if "crit" in header or "b64" in header:
+        raise TokenError("malformed", "token uses a JWS extension")
+    kid = header.get("kid")
+    key = snap.keys.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise TokenError("unknown_key", "token signed with an unknown key")
     try:
-        payload = _JWS.decode_complete(token, key, algorithms=[ALGORITHM])["payload"]
-    except jwt.InvalidSignatureError:
-        raise TokenError("bad_signature", "token signature is invalid") from None
-    except jwt.PyJWTError:
+        signature, payload = _segment(sig), _segment(body)
+    except ValueError:
         raise TokenError("malformed", "token cannot be decoded") from None
+    if not _EDDSA.verify(f"{head}.{body}".encode(), key, signature):
+        raise TokenError("bad_signature", "token signature is invalid")
     try:
         claims = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TokenError("malformed", "token claims are not JSON") from None
     if not isinstance(claims, dict):
         raise TokenError("malformed", "token claims are not an object")
@@ -190,7 +245,9 @@ def verify(token: str, snap: IdentitySnapshot, now: float | None = None) -> Prin
     now = now if now is not None else time.time()
     try:
         user_id, project_id, jti = str(claims["sub"]), str(claims["prj"]), str(claims["jti"])
-        issued, expires = float(claims["iat"]), float(claims["exp"])
+        issued, expires = _number(claims, "iat"), _number(claims, "exp")
+        if not isinstance(claims["roles"], list):
+            raise TypeError("roles")
         roles = frozenset(map(str, claims["roles"]))
     except (KeyError, TypeError, ValueError):
         raise TokenError("malformed", "token lacks a required claim") from None

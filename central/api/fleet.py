@@ -9,6 +9,7 @@ from quart_schema import validate_request, validate_response
 
 from central import orchestrator
 from central.api.models import HubStats, Settings, SettingsView
+from central.api.policy import cloud_admin
 from central.api.services import services
 
 bp = Blueprint("fleet", __name__, url_prefix="/v1")
@@ -22,6 +23,7 @@ async def show_settings():  # type: ignore[no-untyped-def]
 
 
 @bp.put("/settings")
+@cloud_admin
 @validate_request(Settings)
 @validate_response(SettingsView)
 async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
@@ -39,6 +41,7 @@ async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/hub")
+@cloud_admin
 @validate_response(HubStats)
 async def hub_stats():  # type: ignore[no-untyped-def]
     """Control-channel counters: messages by type, dropped frames by reason."""

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from central.zap import PublicKey
+
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$"
 IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -19,6 +21,9 @@ class Strict(BaseModel):
 
 class SiteCreate(Strict):
     name: str = Field(pattern=NAME, description="Site name (a-z, 0-9, '-'), its ZeroMQ identity.")
+    public_key: PublicKey | None = Field(
+        default=None, description="The site's CURVE public key (Z85); enroll it now."
+    )
 
 
 class Site(BaseModel):
@@ -31,6 +36,7 @@ class Site(BaseModel):
     inventory: dict[str, Any]
     health: dict[str, Any]
     created_at: float
+    public_key: str | None = None  # enrolled CURVE public key (Z85); None: cannot connect
 
 
 class SiteList(BaseModel):
@@ -55,6 +61,7 @@ class Server(BaseModel):
     id: str
     name: str
     site: str
+    project_id: str | None = None  # the project of the token that created it
     flavor: Flavor
     image: str
     power: Literal["running", "stopped"]
@@ -84,6 +91,9 @@ class HubStats(BaseModel):
     dropped: dict[str, int]
     dropped_total: int
     sites_connected: int
+    refused: dict[str, int] = {}  # CURVE handshakes refused by the ZAP handler, by reason
+    refused_total: int = 0
+    public_key: str  # the hub's CURVE server public key (Z85)
 
 
 class ErrorBody(BaseModel):

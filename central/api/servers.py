@@ -1,4 +1,9 @@
-"""/v1/servers: servers at a named site; their power state; their status."""
+"""/v1/servers: servers at a named site; their power state; their status.
+
+A server belongs to the project of the token that created it. Callers see the
+servers of their token's project only (a cloud admin sees all); another
+project's server is "not found", so its existence does not leak.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from quart_schema import validate_request, validate_response
 from central import orchestrator
 from central.api.errors import not_found
 from central.api.models import Error, Server, ServerCreate, ServerList
+from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services
 from central.api.sites import get_site
 from central.store import now
@@ -24,6 +30,7 @@ def server_view(row: dict[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "name": row["name"],
         "site": row["site"],
+        "project_id": row["project_id"],
         "flavor": {"vcpus": row["vcpus"], "ram_mb": row["ram_mb"], "disk_gb": row["disk_gb"]},
         "image": row["image"],
         "power": row["power"],
@@ -36,8 +43,10 @@ def server_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_server(server_id: str) -> dict[str, Any]:
+    """A server the caller may see, or 404."""
     rows = services().store.query("SELECT * FROM servers WHERE id = ?", (server_id,))
-    if not rows:
+    scope = project_scope()
+    if not rows or (scope is not None and rows[0]["project_id"] != scope):
         raise not_found("server", server_id)
     return rows[0]
 
@@ -52,6 +61,7 @@ def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
 
 
 @bp.post("")
+@writer
 @validate_request(ServerCreate)
 @validate_response(Server, 202)
 @validate_response(Error, 404)
@@ -67,6 +77,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 "id": server_id,
                 "name": data.name,
                 "site": data.site,
+                "project_id": principal().project_id,
                 **data.flavor.model_dump(),
                 "image": data.image,
                 "power": data.power,
@@ -77,14 +88,21 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
         )
         published = orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
     svc.hub.published(data.site, *published)
+    set_audit_target(f"server_id={server_id}")
     return server_view(get_server(server_id)), 202
 
 
 @bp.get("")
 @validate_response(ServerList)
 async def list_servers():  # type: ignore[no-untyped-def]
-    """All servers."""
-    rows = services().store.query("SELECT * FROM servers ORDER BY site, name, id")
+    """The servers of the token's project (all of them for a cloud admin)."""
+    scope = project_scope()
+    if scope is None:
+        rows = services().store.query("SELECT * FROM servers ORDER BY site, name, id")
+    else:
+        rows = services().store.query(
+            "SELECT * FROM servers WHERE project_id = ? ORDER BY site, name, id", (scope,)
+        )
     return {"servers": [server_view(r) for r in rows]}
 
 
@@ -104,6 +122,7 @@ def _power(server_id: str, power: str) -> dict[str, Any]:
 
 
 @bp.post("/<server_id>/start")
+@writer
 @validate_response(Server, 202)
 @validate_response(Error, 404)
 async def start_server(server_id: str):  # type: ignore[no-untyped-def]
@@ -112,6 +131,7 @@ async def start_server(server_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/<server_id>/stop")
+@writer
 @validate_response(Server, 202)
 @validate_response(Error, 404)
 async def stop_server(server_id: str):  # type: ignore[no-untyped-def]
@@ -120,6 +140,7 @@ async def stop_server(server_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/<server_id>")
+@writer
 @validate_response(Server, 202)
 @validate_response(Error, 404)
 async def delete_server(server_id: str):  # type: ignore[no-untyped-def]

@@ -11,7 +11,9 @@ from quart_schema import validate_request, validate_response
 from central import orchestrator
 from central.api.errors import ApiError, not_found
 from central.api.models import Error, Site, SiteCreate, SiteList
+from central.api.policy import cloud_admin
 from central.api.services import services
+from central.api.site_keys import key_not_taken
 from central.store import now
 
 bp = Blueprint("sites", __name__, url_prefix="/v1/sites")
@@ -37,6 +39,7 @@ def _exists(name: str) -> bool:
 
 
 @bp.post("")
+@cloud_admin
 @validate_request(SiteCreate)
 @validate_response(Site, 201)
 @validate_response(Error, 409)
@@ -46,8 +49,13 @@ async def create_site(data: SiteCreate):  # type: ignore[no-untyped-def]
     if _exists(data.name):
         raise ApiError(409, "conflict", f"site {data.name!r} already exists", site=data.name)
     with svc.store.transaction():
-        svc.store.db["sites"].insert({"name": data.name, "created_at": now()})
+        if data.public_key is not None:
+            key_not_taken(data.public_key, data.name)
+        row = {"name": data.name, "created_at": now(), "public_key": data.public_key}
+        svc.store.db["sites"].insert(row)
         published = orchestrator.publish(svc.store, data.name, svc.config.keep_generations)
+    if data.public_key is not None:
+        svc.hub.enroll(data.name, data.public_key)
     svc.hub.published(data.name, *published)
     return site_view(svc.store.db["sites"].get(data.name)), 201
 

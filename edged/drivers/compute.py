@@ -87,6 +87,8 @@ class ComputeDriver(abc.ABC):
       ``running``. It succeeds when the server already exists with the same
       build hash, and cleans up whatever it made if it fails.
     * ``start``/``stop`` succeed when the server is already in that state.
+    * ``reboot`` restarts a running server's guest now; a server that is not
+      running is a (temporary) :class:`ComputeError`, never a silent start.
     * ``delete`` removes the domain, its disk and console log, and succeeds when
       any or all of them are already gone (it also clears leftovers of a create
       that crashed half-way).
@@ -112,6 +114,10 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def stop(self, server_id: str) -> None:
         """Power the server off: ACPI shutdown, then destroy after the grace time."""
+
+    @abc.abstractmethod
+    def reboot(self, server_id: str) -> None:
+        """Restart the running server's guest (a hard restart where no soft one exists)."""
 
     @abc.abstractmethod
     def delete(self, server_id: str) -> None:

@@ -347,6 +347,26 @@ class LibvirtCompute(ComputeDriver):
             if self._is_active(dom):
                 self._destroy(dom)
 
+    def reboot(self, server_id: str) -> None:
+        """``dom.reboot()``; destroy + create where the hypervisor cannot reboot."""
+        self._check_id(server_id)
+        with self._op(server_id, "reboot"):
+            dom = self._require(server_id)
+            if not self._is_active(dom):
+                raise ComputeError(server_id, "not running, nothing to reboot")
+            try:
+                dom.reboot(0)
+                return
+            except libvirt.libvirtError as exc:
+                if _err_code(exc) not in (
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                    libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+                ):
+                    raise
+            self._destroy(dom)
+            dom.create()
+
     def delete(self, server_id: str) -> None:
         """Destroy and undefine the domain, remove its disk and console log."""
         self._check_id(server_id)

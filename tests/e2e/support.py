@@ -34,5 +34,5 @@ def destroy_domain(name: str) -> None:
 
 
 def add_site(cluster: LocalCluster, site: str, **overrides: object) -> None:
-    cluster.client.post("/v1/sites", {"name": site})
-    cluster.start_edge(site, **overrides)
+    """Register the site with a fresh enrolled key pair and start its edged."""
+    cluster.add_site(site, **overrides)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,30 +10,21 @@ import pytest
 from quart import Quart
 
 from central import orchestrator
-from central.app import create_app
-from central.config import CentralConfig
 from central.store import Store, now
-
-FLAVOR = {"vcpus": 1, "ram_mb": 128, "disk_gb": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.unit.identity_support import FLAVOR, admin_client, make_app
 
 
 @pytest.fixture
-async def app(tmp_path: Path):
-    config = CentralConfig(state_dir=tmp_path, hub_endpoint=f"tcp://127.0.0.1:{free_port()}")
-    app = create_app(config)
+async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    app = make_app(tmp_path, monkeypatch)
     async with app.test_app():
         yield app
 
 
 @pytest.fixture
-def client(app: Quart):
-    return app.test_client()
+async def client(app: Quart):
+    """Authenticated as the bootstrapped cloud admin."""
+    return await admin_client(app)
 
 
 def store(app: Quart) -> Store:
@@ -131,6 +121,7 @@ async def test_server_create_202_build(client, app: Quart) -> None:
     assert server["power"] == "stopped"
     assert server["flavor"] == FLAVOR
     assert server["site"] == "edge-a"
+    assert server["project_id"] == store(app).one("SELECT id FROM projects")["id"]
     assert await generation(client) == 2
 
     resp = await client.get(f"/v1/servers/{server['id']}")
@@ -146,6 +137,7 @@ async def test_server_create_202_build(client, app: Quart) -> None:
         {
             "id": server["id"],
             "name": "vm1",
+            "project_id": server["project_id"],
             "vcpus": 1,
             "ram_mb": 128,
             "disk_gb": 1,

@@ -6,7 +6,14 @@ import random
 from collections.abc import Iterable, Mapping
 
 from edged.drivers.compute import ObservedServer, ServerSpec
-from edged.reconcile import ORDER, Action, plan, specs_from_document
+from edged.reconcile import (
+    ORDER,
+    Action,
+    PowerOverride,
+    apply_overrides,
+    plan,
+    specs_from_document,
+)
 
 
 def spec(server_id: str, **kw: object) -> ServerSpec:
@@ -240,3 +247,45 @@ def test_plan_applied_converges() -> None:
             else:
                 assert failed.get(sid) == s.build_hash()
     assert nonempty > 200
+
+
+# -- local power overrides (apply_overrides) ------------------------------------------
+
+
+def override(server_id: str, power: str, generation: int, against: str) -> PowerOverride:
+    return PowerOverride(server_id, power, generation, against)  # type: ignore[arg-type]
+
+
+def test_override_applies_over_the_document() -> None:
+    a, b = spec("a"), spec("b")
+    effective, stale = apply_overrides([a, b], [override("a", "stopped", 3, "running")], 3)
+    assert [(s.id, s.power) for s in effective] == [("a", "stopped"), ("b", "running")]
+    assert stale == []
+    # the build does not change: a power override never rebuilds a domain
+    assert effective[0].build_hash() == a.build_hash()
+    assert kinds(plan(effective, {"a": seen(a), "b": seen(b)})) == [("stop", "a")]
+
+
+def test_override_holds_while_central_keeps_that_power() -> None:
+    a = spec("a")
+    effective, stale = apply_overrides([a], [override("a", "stopped", 3, "running")], 9)
+    assert [s.power for s in effective] == ["stopped"]
+    assert stale == []
+
+
+def test_override_ends_when_central_changes_that_power() -> None:
+    a = spec("a", power="stopped")
+    effective, stale = apply_overrides([a], [override("a", "running", 3, "running")], 4)
+    assert [s.power for s in effective] == ["stopped"]
+    assert stale == ["a"]
+
+
+def test_override_ends_when_server_leaves() -> None:
+    effective, stale = apply_overrides([spec("b")], [override("a", "stopped", 3, "running")], 4)
+    assert [s.id for s in effective] == ["b"]
+    assert stale == ["a"]
+
+
+def test_no_overrides_is_identity() -> None:
+    desired = [spec("a"), spec("b", power="stopped")]
+    assert apply_overrides(desired, [], 1) == (desired, [])

@@ -1,0 +1,260 @@
+"""Tenant isolation over every /v1 route, enumerated from the app's URL map.
+
+Two projects, each with a member and a reader, plus the cloud admin. Project
+B's member acting on project A's resources gets 404 (project resources: their
+existence does not leak) or 403 (admin-only routes) and changes nothing;
+A's reader cannot change anything (403); without a token everything but
+``POST /v1/auth/tokens`` is 401. A route added later is covered automatically:
+it is held to "403 or 404, nothing changed" unless listed below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+
+from tests.unit.identity_support import (
+    FLAVOR,
+    PASSWORD,
+    admin_client,
+    client_with,
+    dump,
+    login,
+    make_app,
+    make_project,
+    make_user,
+    ok,
+)
+
+PUBLIC = {("POST", "/v1/auth/tokens")}
+# Reads every authenticated caller may make (shared, not project resources);
+# their answers must still not mention project A's resources.
+OPEN_READS = {
+    ("GET", "/v1/sites"),
+    ("GET", "/v1/sites/<name>"),
+    ("GET", "/v1/settings"),
+    ("GET", "/v1/servers"),
+    ("GET", "/v1/projects"),
+    ("GET", "/v1/auth/token"),
+}
+# Creating in the caller's own project is allowed; not an action on A's resources.
+OWN_PROJECT_CREATES = {("POST", "/v1/servers")}
+# Exact answers to B's member acting on A's resources (others: 403 or 404).
+CROSS_PROJECT = {
+    ("GET", "/v1/servers/<server_id>"): 404,
+    ("POST", "/v1/servers/<server_id>/start"): 404,
+    ("POST", "/v1/servers/<server_id>/stop"): 404,
+    ("DELETE", "/v1/servers/<server_id>"): 404,
+    ("GET", "/v1/projects/<project_id>"): 404,
+    ("GET", "/v1/projects/<project_id>/roles"): 404,
+    ("GET", "/v1/users/<user_id>"): 404,
+    ("POST", "/v1/users/<user_id>/revoke-tokens"): 404,
+    ("GET", "/v1/users/<user_id>/application_credentials"): 404,
+    ("POST", "/v1/users/<user_id>/application_credentials"): 404,
+    ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"): 404,
+    ("DELETE", "/v1/users/<user_id>/application_credentials/<cred_id>"): 404,
+    ("POST", "/v1/sites"): 403,
+    ("PUT", "/v1/settings"): 403,
+    ("GET", "/v1/hub"): 403,
+    ("POST", "/v1/projects"): 403,
+    ("PATCH", "/v1/projects/<project_id>"): 403,
+    ("PUT", "/v1/projects/<project_id>/users/<user_id>/roles/<role>"): 403,
+    ("DELETE", "/v1/projects/<project_id>/users/<user_id>/roles/<role>"): 403,
+    ("GET", "/v1/users"): 403,
+    ("POST", "/v1/users"): 403,
+    ("PATCH", "/v1/users/<user_id>"): 403,
+    ("DELETE", "/v1/auth/tokens/<token_id>"): 403,
+    ("GET", "/v1/auth/keys"): 403,
+    ("POST", "/v1/auth/keys/rotate"): 403,
+    ("POST", "/v1/auth/keys/<kid>/retire"): 403,
+    ("GET", "/v1/audit"): 403,
+}
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
+    """Valid bodies, so a refusal is about who calls, not what they sent."""
+    try:
+        from central import zap
+
+        site_key: str = zap.new_keypair().public
+    except ImportError:  # before site enrollment exists
+        site_key = ""
+    return {
+        ("POST", "/v1/sites"): {"name": "edge-z"},
+        ("PUT", "/v1/sites/<name>/key"): {"public_key": site_key},
+        ("POST", "/v1/servers"): {
+            "name": "vm-x",
+            "site": "edge-a",
+            "flavor": FLAVOR,
+            "image": "tiny",
+        },
+        ("PUT", "/v1/settings"): {"reconcile_interval_s": 30},
+        ("POST", "/v1/projects"): {"name": "project-z"},
+        ("PATCH", "/v1/projects/<project_id>"): {"enabled": False},
+        ("POST", "/v1/users"): {"name": "zed", "password": PASSWORD},
+        ("PATCH", "/v1/users/<user_id>"): {"enabled": False, "password": PASSWORD + "x"},
+        ("POST", "/v1/users/<user_id>/application_credentials"): {"name": "auto"},
+        ("POST", "/v1/auth/tokens"): {
+            "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
+        },
+    }
+
+
+@dataclass
+class World:
+    app: Quart
+    tokens: dict[str, str]  # who -> token
+    params: dict[str, str]  # URL parameter -> one of project A's resources
+    a_ids: list[str]  # ids that must not show in B's answers
+
+
+@pytest.fixture
+async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    app = make_app(tmp_path, monkeypatch)
+    async with app.test_app():
+        admin = await admin_client(app)
+        await ok(await admin.post("/v1/sites", json={"name": "edge-a"}), 201)
+        tokens: dict[str, str] = {"admin": admin.token or ""}
+        users: dict[str, dict[str, Any]] = {}
+        projects = {}
+        for p in ("a", "b"):
+            projects[p] = await make_project(admin, f"project-{p}")
+            for role in ("member", "reader"):
+                who = f"{p}-{role}"
+                users[who] = await make_user(admin, who, projects[p]["id"], role)
+                issued = await login(app, who, PASSWORD, f"project-{p}")
+                tokens[who] = issued["token"]
+                users[who]["token_id"] = issued["token_id"]
+        a_member = client_with(app, tokens["a-member"])
+        body = {"name": "vm-a", "site": "edge-a", "flavor": FLAVOR, "image": "tiny"}
+        server = await ok(await a_member.post("/v1/servers", json=body), 202)
+        cred = await ok(
+            await a_member.post(
+                f"/v1/users/{users['a-member']['id']}/application_credentials",
+                json={"name": "ci"},
+            ),
+            201,
+        )
+        keys = await ok(await admin.get("/v1/auth/keys"))
+        params = {
+            "server_id": server["id"],
+            "project_id": projects["a"]["id"],
+            "user_id": users["a-member"]["id"],
+            "cred_id": cred["id"],
+            "role": "member",
+            "token_id": users["a-member"]["token_id"],
+            "kid": keys["keys"][0]["kid"],
+            "name": "edge-a",
+        }
+        a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
+        yield World(app, tokens, params, a_ids)
+
+
+def routes(app: Quart) -> list[tuple[str, str]]:
+    found = {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.rule == "/v1" or rule.rule.startswith("/v1/")
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    return sorted(found, key=lambda r: (r[1], r[0]))
+
+
+def fill(rule: str, params: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in params, f"no sample value for URL parameter {name!r} of {rule}"
+        return params[name]
+
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", one, rule)
+
+
+async def call(world: World, who: str | None, method: str, rule: str) -> tuple[int, Any]:
+    client = client_with(world.app, world.tokens[who] if who else None)
+    body = sample_bodies(world).get((method, rule))
+    kwargs = {"json": body} if body is not None else {}
+    resp = await client.open(fill(rule, world.params), method=method, **kwargs)
+    return resp.status_code, await resp.get_json()
+
+
+async def test_routes_are_enumerated(world: World) -> None:
+    found = routes(world.app)
+    assert ("POST", "/v1/servers") in found
+    assert ("PUT", "/v1/projects/<project_id>/users/<user_id>/roles/<role>") in found
+    assert len(found) >= 30
+
+
+async def test_no_token_is_401_everywhere_but_login(world: World) -> None:
+    for method, rule in routes(world.app):
+        if (method, rule) in PUBLIC:
+            continue
+        before = dump(world.app)
+        status, body = await call(world, None, method, rule)
+        assert status == 401, (method, rule, status, body)
+        assert body["error"]["code"] == "unauthorized"
+        assert dump(world.app) == before, (method, rule)
+
+
+async def test_other_project_member_cannot_touch_project_a(world: World) -> None:
+    for method, rule in routes(world.app):
+        key = (method, rule)
+        if key in PUBLIC or key in OWN_PROJECT_CREATES:
+            continue
+        before = dump(world.app)
+        status, body = await call(world, "b-member", method, rule)
+        if key in OPEN_READS:
+            assert status == 200, (key, status, body)
+            text = str(body)
+            leaked = [i for i in world.a_ids if i in text]
+            assert not leaked, (key, leaked)
+        elif key in CROSS_PROJECT:
+            assert status == CROSS_PROJECT[key], (key, status, body)
+        else:
+            assert status in (403, 404), (key, status, body)
+        if status != 200:
+            assert body["error"]["code"] in ("forbidden", "not_found"), (key, body)
+        assert dump(world.app) == before, f"{method} {rule} changed the store"
+
+
+async def test_reader_cannot_change_anything(world: World) -> None:
+    mutations = [r for r in routes(world.app) if r[0] in MUTATING and r not in PUBLIC]
+    assert mutations
+    for method, rule in mutations:
+        before = dump(world.app)
+        status, body = await call(world, "a-reader", method, rule)
+        assert status == 403, (method, rule, status, body)
+        assert body["error"]["code"] == "forbidden"
+        assert dump(world.app) == before, f"{method} {rule} changed the store"
+
+
+async def test_reader_reads_own_project(world: World) -> None:
+    status, body = await call(world, "a-reader", "GET", "/v1/servers/<server_id>")
+    assert status == 200 and body["id"] == world.params["server_id"]
+    status, body = await call(world, "a-reader", "GET", "/v1/servers")
+    assert [s["id"] for s in body["servers"]] == [world.params["server_id"]]
+
+
+async def test_member_acts_on_own_project(world: World) -> None:
+    # The refusals above are about the other project, not about the routes.
+    for method, rule in [
+        ("GET", "/v1/servers/<server_id>"),
+        ("POST", "/v1/servers/<server_id>/stop"),
+        ("GET", "/v1/projects/<project_id>"),
+        ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
+    ]:
+        status, body = await call(world, "a-member", method, rule)
+        assert status in (200, 202), (method, rule, status, body)
+
+
+async def test_cloud_admin_sees_everything(world: World) -> None:
+    _status, body = await call(world, "admin", "GET", "/v1/servers")
+    assert [s["id"] for s in body["servers"]] == [world.params["server_id"]]
+    _status, body = await call(world, "admin", "GET", "/v1/projects")
+    assert {p["name"] for p in body["projects"]} == {"admin", "project-a", "project-b"}
