@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -171,21 +172,42 @@ class EdgeDaemon:
         )
 
     async def serve_local_api(self, stop: asyncio.Event) -> None:
-        """hypercorn in this loop; a port that cannot be bound is logged, never fatal."""
+        """Bind the local API's port now; load Quart and hypercorn on its first connection.
+
+        The local API is for a site's own operators, mostly during outages: an
+        idle site does not pay the ~20 MB the web stack costs. A port that cannot
+        be bound is logged, never fatal.
+        """
+        host, port = self.config.local_api_host, self.config.local_api_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            listener = socket.create_server((host, port), family=family, backlog=128)
+        except OSError as exc:
+            log.error("local API not served on %s:%d: %s", host, port, exc)
+            return
+        listener.setblocking(False)
+        loop = asyncio.get_running_loop()
+        first_client = asyncio.Event()
+        loop.add_reader(listener.fileno(), first_client.set)
+        try:
+            await first_client.wait()
+        except asyncio.CancelledError:
+            listener.close()
+            raise
+        finally:
+            loop.remove_reader(listener.fileno())
+
         from hypercorn.asyncio import serve
         from hypercorn.config import Config
 
         from edged.localapi import create_local_app
 
-        host, port = self.config.local_api_host, self.config.local_api_port
         config = Config()
-        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.bind = [f"fd://{listener.detach()}"]  # hypercorn takes the socket over
         config.accesslog = None
         config.graceful_timeout = 1.0
-        try:
-            await serve(create_local_app(self.local_site()), config, shutdown_trigger=stop.wait)
-        except OSError as exc:
-            log.error("local API not served on %s:%d: %s", host, port, exc)
+        log.info("local API loaded on its first connection (%s:%d)", host, port)
+        await serve(create_local_app(self.local_site()), config, shutdown_trigger=stop.wait)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -34,14 +34,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 ALGORITHM = "EdDSA"
 ROLES = ("reader", "member", "admin")
 CLOCK_SKEW_S = 60.0
-_JWS = jwt.PyJWS(algorithms=[ALGORITHM])
-_EDDSA = _JWS.get_algorithm_by_name(ALGORITHM)
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]*)", re.ASCII)
 
 
@@ -181,7 +179,12 @@ def issue(
     if app_credential:
         claims["acr"] = app_credential
     payload = json.dumps(claims, separators=(",", ":")).encode()
-    token = _JWS.encode(payload, key, algorithm=ALGORITHM, headers={"kid": kid})
+    # Signing happens at central only; sites never import PyJWT (it costs them memory).
+    import jwt
+
+    token = jwt.PyJWS(algorithms=[ALGORITHM]).encode(
+        payload, key, algorithm=ALGORITHM, headers={"kid": kid}
+    )
     return token, claims
 
 
@@ -196,7 +199,7 @@ def _segment(text: str) -> bytes:
 
 
 def _claims(token: str, snap: IdentitySnapshot) -> dict[str, Any]:
-    """Signature and shape: one strict parse, then PyJWT's EdDSA checks the signature.
+    """Signature and shape: one strict parse, then an Ed25519 verify (cryptography).
 
     Parsed here once rather than by ``PyJWS.decode_complete`` after
     ``get_unverified_header`` (two full parses, each with a per-character
@@ -228,8 +231,10 @@ def _claims(token: str, snap: IdentitySnapshot) -> dict[str, Any]:
         signature, payload = _segment(sig), _segment(body)
     except ValueError:
         raise TokenError("malformed", "token cannot be decoded") from None
-    if not _EDDSA.verify(f"{head}.{body}".encode(), key, signature):
-        raise TokenError("bad_signature", "token signature is invalid")
+    try:
+        key.verify(signature, f"{head}.{body}".encode())
+    except InvalidSignature:
+        raise TokenError("bad_signature", "token signature is invalid") from None
     try:
         claims = json.loads(payload)
     except (ValueError, RecursionError):
