@@ -77,6 +77,21 @@ def test_site_validates_tokens_with_central_killed(cluster: LocalCluster, sites:
     dom = f"skerry-{site}-{server['id']}"
     wait_for(lambda: domains(site).get(dom), 30, "guest started through the local API")
 
+    # No token, password or secret key in any log or audit file of this run.
+    secrets = {
+        "alice's token": alice.token,
+        "bob's token": bob.token,
+        "a user password": PASSWORD,
+        "the admin password": cluster.admin_password,
+        "the site's CURVE secret": cluster.site_keys(site).secret,
+    }
+    written = [p for p in cluster.workdir.rglob("*") if p.suffix in (".log", ".jsonl")]
+    assert any(p.name == "local-audit.jsonl" for p in written), written
+    for path in written:
+        text = path.read_text(errors="replace")
+        for what, value in secrets.items():
+            assert value not in text, f"{what} found in {path}"
+
 
 def test_revocation_reaches_a_connected_site_within_5s(
     cluster: LocalCluster, sites: list[str]
