@@ -12,7 +12,7 @@ The link is always CURVE: the DEALER authenticates with the site's key pair
 the daemon starts (``skerry-edged`` refuses to start without them). The key
 file holds two lines, ``public: <z85>`` and ``secret: <z85>`` (blank lines and
 ``#`` comments ignored), mode 0600 — the format ``skerry sites enroll
---write-secret`` writes (``central/zap.py``; edged does not import central).
+--write-secret`` writes (``edged/curvekeys.py``).
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from zmq.utils import z85
 
 from edged import wire
 from edged.config import EdgeConfig
 from edged.configfile import ConfigError
+from edged.curvekeys import KeyFileError, parse_key_file, z85_key_problem
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[wire.Message], Awaitable[None]]
 
-KEY_CHARS = 40  # Z85 of a 32-byte CURVE key
 HANDSHAKE_IVL_MS = 5000  # a stalled CURVE handshake is retried after this (libzmq: 30 s)
 # libzmq does not reconnect after central's ZAP handler refused our key (not yet
 # enrolled, revoked, rotated): a link silent this long is closed and opened anew,
@@ -51,44 +50,6 @@ class CurveKeys:
     public: str  # this site's
     secret: str
     server: str  # central's public key
-
-
-def z85_key_problem(text: object) -> str | None:
-    """Why ``text`` is not a Z85-encoded 32-byte CURVE key, or None."""
-    if not isinstance(text, str):
-        return "must be a string"
-    if len(text) != KEY_CHARS:
-        return f"must be {KEY_CHARS} Z85 characters, got {len(text)}"
-    try:
-        raw = z85.decode(text.encode("ascii"))
-    except Exception:  # bad alphabet (KeyError), a group over 2**32 (struct.error), ...
-        return "is not valid Z85"
-    return None if len(raw) == 32 else "does not decode to 32 bytes"
-
-
-def parse_key_file(text: str) -> tuple[str, str]:
-    """``(public, secret)`` from a key file's text; ValueError says what is wrong."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.partition(":")
-        name, value = name.strip(), value.strip()
-        if not sep or name not in ("public", "secret"):
-            raise ValueError(f"line {number}: expected 'public: <z85>' or 'secret: <z85>'")
-        if name in values:
-            raise ValueError(f"line {number}: {name!r} given twice")
-        problem = z85_key_problem(value)
-        if problem:
-            raise ValueError(f"line {number}: the {name} key {problem}")
-        values[name] = value
-    for name in ("public", "secret"):
-        if name not in values:
-            raise ValueError(f"no '{name}:' line")
-    if zmq.curve_public(values["secret"].encode()).decode() != values["public"]:
-        raise ValueError("the public key does not belong to the secret key")
-    return values["public"], values["secret"]
 
 
 def load_curve_keys(config: EdgeConfig, source: str = "<config>") -> CurveKeys:
@@ -121,10 +82,10 @@ def load_curve_keys(config: EdgeConfig, source: str = "<config>") -> CurveKeys:
             f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
         )
     try:
-        public, secret = parse_key_file(text)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return CurveKeys(public, secret, config.central_public_key)
+        pair = parse_key_file(text, where)
+    except KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
+    return CurveKeys(pair.public, pair.secret, config.central_public_key)
 
 
 class Link:
