@@ -26,6 +26,7 @@ from central.identity import bootstrap
 from central.identity.records import IdentityError
 from central.store import Store
 from edged.configfile import ConfigError
+from edged.curvekeys import KeyFileError
 
 
 def run_bootstrap(config: CentralConfig) -> int:
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(config.log_level)
     if args.command == "bootstrap":
         return run_bootstrap(config)
-    app = create_app(config)
+    try:
+        app = create_app(config)
+    except KeyFileError as exc:  # the hub's own CURVE key file is unusable
+        print(f"skerry-central: {exc}", file=sys.stderr)
+        return 2
     hconf = HypercornConfig()
     hconf.bind = [f"{config.api_host}:{config.api_port}"]
     hconf.accesslog = None

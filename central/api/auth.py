@@ -45,13 +45,13 @@ async def issue_token(data: TokenRequest):  # type: ignore[no-untyped-def]
     try:
         if data.password is not None:
             g.login_name = data.password.user
-            issued = ident.login_password(
+            issued = await ident.login_password(
                 data.password.user, data.password.password, data.password.project
             )
         else:
             assert data.application_credential is not None
             g.login_name = f"appcred:{data.application_credential.id}"
-            issued = ident.login_app_credential(
+            issued = await ident.login_app_credential(
                 data.application_credential.id, data.application_credential.secret
             )
     except RateLimited as exc:

@@ -7,6 +7,7 @@ Tokens are signed with :func:`edged.tokens.issue` and checked with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -104,11 +105,13 @@ class IdentityService:
         if wait is not None:
             raise RateLimited(wait)
 
-    def login_password(self, user_name: str, password: str, project_name: str) -> Issued:
+    async def login_password(self, user_name: str, password: str, project_name: str) -> Issued:
         key = f"user:{user_name.lower()}"
         self._throttle(key)
         user = records.user_by_name(self.store, user_name)
-        if not check_secret(password, user["password_hash"] if user else None):
+        # scrypt costs ~50 ms of CPU: hash in a worker so the API and hub keep serving.
+        stored = user["password_hash"] if user else None
+        if not await asyncio.to_thread(check_secret, password, stored):
             self.limiter.failed(key)
             raise AuthFailure("bad_password" if user else "unknown_user")
         assert user is not None
@@ -123,11 +126,12 @@ class IdentityService:
             raise AuthFailure("no_role")
         return self._issue(user, project, roles)
 
-    def login_app_credential(self, cred_id: str, secret: str) -> Issued:
+    async def login_app_credential(self, cred_id: str, secret: str) -> Issued:
         key = f"appcred:{cred_id}"
         self._throttle(key)
         cred = records.app_credential(self.store, cred_id)
-        if not check_secret(secret, cred["secret_hash"] if cred else None):
+        stored = cred["secret_hash"] if cred else None
+        if not await asyncio.to_thread(check_secret, secret, stored):
             self.limiter.failed(key)
             raise AuthFailure("bad_secret" if cred else "unknown_credential")
         assert cred is not None

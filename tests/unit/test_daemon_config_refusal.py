@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,20 @@ def test_bad_config_refused(
     err = capsys.readouterr().err
     assert needle in err
     assert str(path) in err
+
+
+def test_central_refuses_a_malformed_hub_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # main() sets up logging (replacing the root handlers); give them back afterwards.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    key = tmp_path / "hub.key"
+    key.write_text("public: not-a-key\n")
+    config = tmp_path / "central.yaml"
+    config.write_text(f"state_dir: {tmp_path}\nhub_secret_key_file: {key}\n")
+    assert central_main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(key) in err
+    assert "public key" in err
