@@ -34,20 +34,9 @@ from harness import (
     write_site_key,
 )
 
+from edged.drivers.libvirt_testnode import write_test_node
+
 SITE = "rss-site"
-NODE_XML = """<node>
-  <cpu>
-    <mhz>2000</mhz>
-    <model>x86_64</model>
-    <active>64</active>
-    <nodes>1</nodes>
-    <sockets>1</sockets>
-    <cores>64</cores>
-    <threads>1</threads>
-  </cpu>
-  <memory>67108864</memory>
-</node>
-"""
 BASELINE_CODE = "import time, zmq, libvirt, sqlite3, yaml; time.sleep(30)"
 
 
@@ -65,8 +54,7 @@ def baseline_rss_mb(settle_s: float = 2.0) -> float:
 
 def write_edge_files(workdir: Path, hub_endpoint: str) -> Path:
     """Node XML, a fake ``tiny`` image and edged's config; returns the config path."""
-    node = workdir / "node.xml"
-    node.write_text(NODE_XML)
+    uri = write_test_node(workdir, cpus=64, memory_mb=65536)
     image = workdir / "images" / "tiny"
     image.mkdir(parents=True)
     (image / "vmlinuz").write_bytes(b"not a kernel")
@@ -75,7 +63,7 @@ def write_edge_files(workdir: Path, hub_endpoint: str) -> Path:
         "site": SITE,
         "central_endpoint": hub_endpoint,
         "state_dir": str(workdir / "edge-state"),
-        "libvirt_uri": f"test://{node}",
+        "libvirt_uri": uri,
         "image_dir": str(workdir / "images"),
         "reconcile_interval_s": 5.0,
         "log_level": "INFO",

@@ -23,24 +23,11 @@ from edged.drivers.domain_xml import (
     domain_name,
     parse_ownership,
 )
+from edged.drivers.libvirt_testnode import write_test_node
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
 
 SITE = "site-a"
-
-NODE_XML = """<node>
-  <cpu>
-    <mhz>2000</mhz>
-    <model>x86_64</model>
-    <active>4</active>
-    <nodes>1</nodes>
-    <sockets>1</sockets>
-    <cores>4</cores>
-    <threads>1</threads>
-  </cpu>
-  <memory>8388608</memory>
-</node>
-"""
 
 
 def spec(server_id: str = "s1", **kw: object) -> ServerSpec:
@@ -67,9 +54,8 @@ def image_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def drv(tmp_path: Path, image_dir: Path):
-    node = tmp_path / "node.xml"
-    node.write_text(NODE_XML)
-    d = LibvirtCompute(SITE, f"test://{node}", tmp_path / "state", image_dir, stop_grace_s=0.5)
+    uri = write_test_node(tmp_path)
+    d = LibvirtCompute(SITE, uri, tmp_path / "state", image_dir, stop_grace_s=0.5)
     yield d
     d.close()
 

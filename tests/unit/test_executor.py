@@ -10,25 +10,12 @@ import pytest
 
 from edged.drivers.compute_libvirt import LibvirtCompute
 from edged.drivers.domain_xml import NS, domain_name
+from edged.drivers.libvirt_testnode import write_test_node
 from edged.executor import Executor
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
 
 SITE = "site-a"
-
-NODE_XML = """<node>
-  <cpu>
-    <mhz>2000</mhz>
-    <model>x86_64</model>
-    <active>4</active>
-    <nodes>1</nodes>
-    <sockets>1</sockets>
-    <cores>4</cores>
-    <threads>1</threads>
-  </cpu>
-  <memory>8388608</memory>
-</node>
-"""
 
 
 @pytest.fixture
@@ -42,9 +29,8 @@ def image_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def drv(tmp_path: Path, image_dir: Path):
-    node = tmp_path / "node.xml"
-    node.write_text(NODE_XML)
-    d = LibvirtCompute(SITE, f"test://{node}", tmp_path / "state", image_dir, stop_grace_s=0.5)
+    uri = write_test_node(tmp_path)
+    d = LibvirtCompute(SITE, uri, tmp_path / "state", image_dir, stop_grace_s=0.5)
     yield d
     d.close()
 

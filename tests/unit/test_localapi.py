@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edged.config import EdgeConfig
 from edged.daemon import EdgeDaemon
 from edged.drivers.compute_libvirt import LibvirtCompute
+from edged.drivers.libvirt_testnode import write_test_node
 from edged.executor import Executor
 from edged.identity import IdentityCache
 from edged.localapi import LocalSite, create_local_app
@@ -35,11 +36,6 @@ pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-i
 
 SITE = "site-a"
 KEY = Ed25519PrivateKey.generate()
-NODE_XML = (
-    "<node><cpu><mhz>2000</mhz><model>x86_64</model><active>4</active><nodes>1</nodes>"
-    "<sockets>1</sockets><cores>4</cores><threads>1</threads></cpu>"
-    "<memory>8388608</memory></node>"
-)
 USERS = {
     "alice": {"p1": ["member"]},
     "bob": {"p1": ["reader"]},
@@ -114,11 +110,9 @@ class Site:
         images.mkdir(parents=True)
         (images / "vmlinuz").write_bytes(b"k")
         (images / "initrd.gz").write_bytes(b"i")
-        node = tmp_path / "node.xml"
-        node.write_text(NODE_XML)
         self.state_dir = tmp_path / "state"
         self.driver = LibvirtCompute(
-            SITE, f"test://{node}", self.state_dir, tmp_path / "images", stop_grace_s=0.2
+            SITE, write_test_node(tmp_path), self.state_dir, tmp_path / "images", stop_grace_s=0.2
         )
         self.executor = Executor(self.driver)
         self.identity = IdentityCache()
