@@ -12,7 +12,19 @@ import zmq.asyncio
 from quart import Quart, g, request
 from quart_schema import QuartSchema
 
-from central.api import audit, auth, errors, fleet, identity, policy, servers, site_keys, sites
+from central.api import (
+    audit,
+    auth,
+    errors,
+    fleet,
+    identity,
+    networks,
+    policy,
+    ports,
+    servers,
+    site_keys,
+    sites,
+)
 from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
@@ -36,7 +48,7 @@ def create_app(config: CentralConfig) -> Quart:
         security=policy.SECURITY,
     )
     errors.register(app)
-    blueprints = (sites.bp, site_keys.bp, servers.bp, fleet.bp)
+    blueprints = (sites.bp, site_keys.bp, servers.bp, networks.bp, ports.bp, fleet.bp)
     identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
     for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)

@@ -49,6 +49,8 @@ class CentralConfig:
         5, "Failed log-ins per user name allowed within login_window_s; more get HTTP 429."
     )
     login_window_s: float = setting(60.0, "Window, in seconds, of the failed log-in limit.")
+    vxlan_vni_min: int = setting(1000, "Lowest VXLAN VNI central gives tenant networks.")
+    vxlan_vni_max: int = setting(16777215, "Highest VXLAN VNI central gives tenant networks.")
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
 
     @property
@@ -71,6 +73,8 @@ class CentralConfig:
             return "key 'login_max_failures' must be >= 1"
         if self.max_frame_bytes < 1024:
             return "key 'max_frame_bytes' must be >= 1024"
+        if not 1 <= self.vxlan_vni_min <= self.vxlan_vni_max <= 16777215:
+            return "keys 'vxlan_vni_min'..'vxlan_vni_max' must be a range within 1..16777215"
         return None
 
 

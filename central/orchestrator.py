@@ -49,13 +49,44 @@ def build_document(
         "ORDER BY id",
         (site,),
     )
+    networks, ports = network_sections(store, site)
+    for server in servers:
+        server["ports"] = [p["id"] for p in ports if p["server_id"] == server["id"]]
     return {
         "site": site,
         "generation": generation,
         "settings": fleet if fleet is not None else settings(store),
         "servers": servers,
+        "networks": networks,
+        "ports": ports,
         "identity": identity if identity is not None else build_section(store),
     }
+
+
+def network_sections(store: Store, site: str) -> tuple[list[dict], list[dict]]:
+    """The site's networks (with their subnets) and ports, as the edge needs them."""
+    networks = store.query(
+        "SELECT id, kind, segmentation, segmentation_id, physnet, mtu FROM networks "
+        "WHERE site = ? ORDER BY id",
+        (site,),
+    )
+    for net in networks:
+        net["physnet"] = net["physnet"] or None
+        net["subnets"] = store.query(
+            "SELECT id, cidr, gateway, ip_version FROM subnets WHERE network_id = ? ORDER BY id",
+            (net["id"],),
+        )
+    ports = store.query(
+        "SELECT id, network_id, mac, vnic_type, server_id FROM ports WHERE site = ? ORDER BY id",
+        (site,),
+    )
+    for port in ports:
+        port["fixed_ips"] = store.query(
+            "SELECT subnet_id, address AS ip_address FROM ip_allocations WHERE port_id = ? "
+            "ORDER BY subnet_id, address",
+            (port["id"],),
+        )
+    return networks, ports
 
 
 def publish(
@@ -136,6 +167,10 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: d
             if row["deleting"]:
                 if seen is None:
                     store.db["servers"].delete(row["id"])
+                    # Its ports stay (a port outlives its server), detached.
+                    store.conn.execute(
+                        "UPDATE ports SET server_id = NULL WHERE server_id = ?", (row["id"],)
+                    )
                 continue
             if not isinstance(seen, dict):
                 seen = None

@@ -136,8 +136,73 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["audit"].create_index(["at"])
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    """Networks, subnets, ports and their IP allocations (one site per network)."""
+    db["networks"].create(
+        {
+            "id": str,
+            "name": str,
+            "project_id": str,
+            "kind": str,  # tenant | provider
+            "segmentation": str,  # vxlan | vlan | flat
+            "segmentation_id": int,  # VNI or VLAN id; NULL for flat
+            "physnet": str,  # "" for tenant networks
+            "mtu": int,
+            "site": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"project_id", "kind", "segmentation", "physnet", "mtu", "site"},
+        foreign_keys=[("site", "sites", "name")],
+    )
+    db["networks"].create_index(["project_id"])
+    # A VNI, or a VLAN id on a physnet, is never given twice at a site.
+    db["networks"].create_index(["site", "segmentation", "physnet", "segmentation_id"], unique=True)
+    db["subnets"].create(
+        {
+            "id": str,
+            "network_id": str,
+            "cidr": str,
+            "gateway": str,
+            "allocation_pools": str,  # JSON [{"start", "end"}]
+            "ip_version": int,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"network_id", "cidr", "gateway", "allocation_pools", "ip_version"},
+        foreign_keys=[("network_id", "networks", "id")],
+    )
+    db["subnets"].create_index(["network_id"])
+    db["ports"].create(
+        {
+            "id": str,
+            "name": str,
+            "project_id": str,
+            "network_id": str,
+            "mac": str,
+            "vnic_type": str,  # normal | direct
+            "server_id": str,  # no foreign key: a server record goes when its site says so
+            "site": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"project_id", "network_id", "mac", "vnic_type", "site"},
+        foreign_keys=[("network_id", "networks", "id"), ("site", "sites", "name")],
+    )
+    db["ports"].create_index(["mac"], unique=True)
+    db["ports"].create_index(["network_id"])
+    db["ports"].create_index(["server_id"])
+    db["ip_allocations"].create(
+        {"subnet_id": str, "address": str, "port_id": str},
+        pk=("subnet_id", "address"),
+        not_null={"port_id"},
+        foreign_keys=[("subnet_id", "subnets", "id"), ("port_id", "ports", "id")],
+    )
+    db["ip_allocations"].create_index(["port_id"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 class Store:

@@ -57,6 +57,19 @@ class EdgeConfig:
         "127.0.0.1", "Address the site's local API (site operators, offline tokens) listens on."
     )
     local_api_port: int = setting(8710, "Port of the site's local API; 0 disables it.")
+    network_namespace: str = setting(
+        "", "Network namespace the network driver works in; empty means the host's own."
+    )
+    tunnel_local_ip: str = setting(
+        "", "Local IPv4 address of VXLAN tunnels for tenant networks; empty: none (no VXLAN)."
+    )
+    physnet_uplinks: str = setting(
+        "", "Uplink of each physical network, 'physnet1=eth1,physnet2=eth2'; empty: none."
+    )
+    sysfs_root: Path = setting(Path("/sys"), "Root of sysfs read for the SR-IOV inventory.")
+    sriov_physnets: str = setting(
+        "", "SR-IOV PFs of each physical network, 'physnet1=pf0,pf1;physnet2=pf2'; empty: none."
+    )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
 
     def validate(self) -> str | None:

@@ -55,6 +55,11 @@ class ServerCreate(Strict):
     flavor: Flavor
     image: str = Field(pattern=IMAGE, description="Image name in the site's image directory.")
     power: Literal["running", "stopped"] = "running"
+    ports: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Ids of the project's free ports at the site, attached to the new server.",
+    )
 
 
 class Server(BaseModel):

@@ -14,12 +14,12 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from central import orchestrator
-from central.api.errors import not_found
+from central.api.errors import conflict, not_found
 from central.api.models import Error, Server, ServerCreate, ServerList
 from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services
 from central.api.sites import get_site
-from central.store import now
+from central.store import Store, now
 
 bp = Blueprint("servers", __name__, url_prefix="/v1/servers")
 
@@ -60,11 +60,28 @@ def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
     svc.hub.published(site, *published)
 
 
+def _attach_ports(store: Store, server_id: str, site: str, port_ids: list[str]) -> None:
+    """Attach the named ports: the project's own, at the server's site, not attached (else 409)."""
+    for port_id in dict.fromkeys(port_ids):
+        port = store.one(
+            "SELECT site, server_id FROM ports WHERE id = ? AND project_id = ?",
+            (port_id, principal().project_id),
+        )
+        if port is None:
+            raise conflict(f"port {port_id!r} does not exist in your project", field="ports")
+        if port["site"] != site:
+            raise conflict(f"port {port_id!r} is at site {port['site']!r}", field="ports")
+        if port["server_id"] is not None:
+            raise conflict(f"port {port_id!r} is attached to another server", field="ports")
+        store.conn.execute("UPDATE ports SET server_id = ? WHERE id = ?", (server_id, port_id))
+
+
 @bp.post("")
 @writer
 @validate_request(ServerCreate)
 @validate_response(Server, 202)
 @validate_response(Error, 404)
+@validate_response(Error, 409)
 async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
     """Create a server at a site; it reaches the site with the next document."""
     svc = services()
@@ -86,6 +103,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 "updated_at": stamp,
             }
         )
+        _attach_ports(svc.store, server_id, data.site, data.ports)
         published = orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
     svc.hub.published(data.site, *published)
     set_audit_target(f"server_id={server_id}")

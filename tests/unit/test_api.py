@@ -143,6 +143,7 @@ async def test_server_create_202_build(client, app: Quart) -> None:
             "disk_gb": 1,
             "image": "tiny",
             "power": "stopped",
+            "ports": [],
         }
     ]
 

@@ -39,17 +39,29 @@ OPEN_READS = {
     ("GET", "/v1/sites/<name>"),
     ("GET", "/v1/settings"),
     ("GET", "/v1/servers"),
+    ("GET", "/v1/networks"),
+    ("GET", "/v1/ports"),
     ("GET", "/v1/projects"),
     ("GET", "/v1/auth/token"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
-OWN_PROJECT_CREATES = {("POST", "/v1/servers")}
+OWN_PROJECT_CREATES = {("POST", "/v1/servers"), ("POST", "/v1/networks")}
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
     ("GET", "/v1/servers/<server_id>"): 404,
     ("POST", "/v1/servers/<server_id>/start"): 404,
     ("POST", "/v1/servers/<server_id>/stop"): 404,
     ("DELETE", "/v1/servers/<server_id>"): 404,
+    ("GET", "/v1/networks/<network_id>"): 404,
+    ("DELETE", "/v1/networks/<network_id>"): 404,
+    ("GET", "/v1/networks/<network_id>/subnets"): 404,
+    ("POST", "/v1/networks/<network_id>/subnets"): 404,
+    ("DELETE", "/v1/networks/<network_id>/subnets/<subnet_id>"): 404,
+    ("POST", "/v1/ports"): 404,  # on project A's network
+    ("GET", "/v1/ports/<port_id>"): 404,
+    ("DELETE", "/v1/ports/<port_id>"): 404,
+    ("POST", "/v1/ports/<port_id>/attach"): 404,
+    ("POST", "/v1/ports/<port_id>/detach"): 404,
     ("GET", "/v1/projects/<project_id>"): 404,
     ("GET", "/v1/projects/<project_id>/roles"): 404,
     ("GET", "/v1/users/<user_id>"): 404,
@@ -95,6 +107,10 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
             "image": "tiny",
         },
         ("PUT", "/v1/settings"): {"reconcile_interval_s": 30},
+        ("POST", "/v1/networks"): {"name": "net-x", "site": "edge-a"},
+        ("POST", "/v1/networks/<network_id>/subnets"): {"cidr": "10.9.0.0/24"},
+        ("POST", "/v1/ports"): {"network_id": world.params["network_id"]},
+        ("POST", "/v1/ports/<port_id>/attach"): {"server_id": world.params["server_id"]},
         ("POST", "/v1/projects"): {"name": "project-z"},
         ("PATCH", "/v1/projects/<project_id>"): {"enabled": False},
         ("POST", "/v1/users"): {"name": "zed", "password": PASSWORD},
@@ -142,6 +158,14 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             201,
         )
         keys = await ok(await admin.get("/v1/auth/keys"))
+        net = await ok(
+            await a_member.post("/v1/networks", json={"name": "net-a", "site": "edge-a"}), 201
+        )
+        subnet = await ok(
+            await a_member.post(f"/v1/networks/{net['id']}/subnets", json={"cidr": "10.0.0.0/24"}),
+            201,
+        )
+        port = await ok(await a_member.post("/v1/ports", json={"network_id": net["id"]}), 201)
         params = {
             "server_id": server["id"],
             "project_id": projects["a"]["id"],
@@ -151,8 +175,12 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             "token_id": users["a-member"]["token_id"],
             "kid": keys["keys"][0]["kid"],
             "name": "edge-a",
+            "network_id": net["id"],
+            "subnet_id": subnet["id"],
+            "port_id": port["id"],
         }
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
+        a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"]]
         yield World(app, tokens, params, a_ids)
 
 
@@ -246,6 +274,11 @@ async def test_member_acts_on_own_project(world: World) -> None:
     for method, rule in [
         ("GET", "/v1/servers/<server_id>"),
         ("POST", "/v1/servers/<server_id>/stop"),
+        ("GET", "/v1/networks/<network_id>"),
+        ("GET", "/v1/networks/<network_id>/subnets"),
+        ("GET", "/v1/ports/<port_id>"),
+        ("POST", "/v1/ports/<port_id>/attach"),
+        ("POST", "/v1/ports/<port_id>/detach"),
         ("GET", "/v1/projects/<project_id>"),
         ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
     ]:
