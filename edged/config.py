@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edged.configfile import load, setting
+from edged.drivers.network import parse_physnet_uplinks
+from edged.drivers.sriov import SriovError, parse_physnets
 from edged.wire import DEFAULT_MAX_FRAME_BYTES
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -87,6 +90,20 @@ class EdgeConfig:
             return "key 'max_frame_bytes' must be >= 1024"
         if not 0 <= self.local_api_port <= 65535:
             return "key 'local_api_port' must be 0 (off) or a port number"
+        return self._network_problem()
+
+    def _network_problem(self) -> str | None:
+        """The networking keys are checked at start, not when first used."""
+        if self.tunnel_local_ip:
+            try:
+                ipaddress.ip_address(self.tunnel_local_ip)
+            except ValueError:
+                return f"key 'tunnel_local_ip' must be an IP address, got {self.tunnel_local_ip!r}"
+        try:
+            parse_physnet_uplinks(self.physnet_uplinks)
+            parse_physnets(self.sriov_physnets)
+        except (ValueError, SriovError) as exc:  # the message starts with the key's name
+            return f"key {exc}"
         return None
 
 

@@ -48,19 +48,6 @@ VXLAN_PORT = 4789
 IFNAMSIZ = 15
 
 
-def parse_physnet_uplinks(text: str) -> dict[str, str]:
-    """``"physnet1=eth1,physnet2=eth2"`` -> ``{"physnet1": "eth1", ...}``."""
-    result: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        physnet, sep, uplink = (s.strip() for s in item.partition("="))
-        if not sep or not physnet or not uplink:
-            raise ValueError(f"physnet_uplinks: expected 'physnet=interface', got {item!r}")
-        if physnet in result:
-            raise ValueError(f"physnet_uplinks: physnet {physnet!r} given twice")
-        result[physnet] = uplink
-    return result
-
-
 @dataclass(frozen=True)
 class _Link:
     index: int

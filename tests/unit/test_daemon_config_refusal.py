@@ -19,6 +19,9 @@ from edged.main import main as edged_main
         (edged_main, "site: edge-a\nreconcile_interval: 3\n", "'reconcile_interval'"),
         (edged_main, "site: Edge A\n", "'site'"),
         (edged_main, "site: [unclosed\n", "not valid YAML"),
+        (edged_main, "site: edge-a\nphysnet_uplinks: physnet1\n", "physnet_uplinks"),
+        (edged_main, "site: edge-a\nsriov_physnets: physnet1=\n", "sriov_physnets"),
+        (edged_main, "site: edge-a\ntunnel_local_ip: 198.51.100.300\n", "'tunnel_local_ip'"),
     ],
 )
 def test_bad_config_refused(
