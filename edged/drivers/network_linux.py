@@ -114,6 +114,18 @@ class LinuxNetwork(NetworkDriver):
             return None
         return parsed[1], parsed[2]
 
+    def _named(self, ip: IPRoute, name: str, kind: str, resource_id: str) -> _Link | None:
+        """The link called ``name`` if it carries our tag for ``(kind, id)``.
+
+        Names follow from ids, so this asks the kernel for one link instead of
+        listing (and decoding) every link in the namespace per call.
+        """
+        for index in ip.link_lookup(ifname=name):
+            link = _link(ip.link("get", index=index)[0])
+            if self._owned(link) == (kind, resource_id):
+                return link
+        return None
+
     def _find(self, links: list[_Link], kind: str, resource_id: str) -> _Link | None:
         for link in links:
             if self._owned(link) == (kind, resource_id):
@@ -333,7 +345,7 @@ class LinuxNetwork(NetworkDriver):
             raise NetworkError(resource, str(exc), permanent=True) from exc
         created: list[int] = []
         with self._errors(resource), self._ipr() as ip:
-            bridge = self._find(self._links(ip), "net", spec.network_id)
+            bridge = self._named(ip, bridge_name(spec.network_id), "net", spec.network_id)
             if bridge is None:
                 raise NetworkError(resource, f"network {spec.network_id} does not exist")
             name = tap_name(spec.id)
@@ -361,7 +373,7 @@ class LinuxNetwork(NetworkDriver):
 
     def delete_port(self, port_id: str) -> None:
         with self._errors(f"port {port_id}"), self._ipr() as ip:
-            tap = self._find(self._links(ip), "port", port_id)
+            tap = self._named(ip, tap_name(port_id), "port", port_id)
             if tap is not None:
                 self._delete(ip, tap.index)
                 log.info("port %s deleted (%s)", port_id, tap.name)
