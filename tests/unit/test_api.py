@@ -11,14 +11,7 @@ from quart import Quart
 
 from central import orchestrator
 from central.store import Store, now
-from tests.unit.identity_support import FLAVOR, admin_client, make_app
-
-
-@pytest.fixture
-async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    app = make_app(tmp_path, monkeypatch)
-    async with app.test_app():
-        yield app
+from tests.unit.identity_support import FLAVOR, admin_client
 
 
 @pytest.fixture

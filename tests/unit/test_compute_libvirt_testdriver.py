@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from edged.drivers.compute import ComputeError, ServerSpec
+from edged.drivers.compute import ComputeError
 from edged.drivers.compute_libvirt import LibvirtCompute, map_state
 from edged.drivers.domain_xml import (
     NS,
@@ -23,41 +23,9 @@ from edged.drivers.domain_xml import (
     domain_name,
     parse_ownership,
 )
-from edged.drivers.libvirt_testnode import write_test_node
+from tests.unit.compute_support import SITE, spec
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
-
-SITE = "site-a"
-
-
-def spec(server_id: str = "s1", **kw: object) -> ServerSpec:
-    fields: dict = {
-        "id": server_id,
-        "name": f"vm-{server_id}",
-        "vcpus": 1,
-        "ram_mb": 128,
-        "disk_gb": 1,
-        "image": "tiny",
-    }
-    fields.update(kw)
-    return ServerSpec(**fields)
-
-
-@pytest.fixture
-def image_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "images"
-    (d / "tiny").mkdir(parents=True)
-    (d / "tiny" / "vmlinuz").write_bytes(b"not a kernel")
-    (d / "tiny" / "initrd.gz").write_bytes(b"not an initrd")
-    return d
-
-
-@pytest.fixture
-def drv(tmp_path: Path, image_dir: Path):
-    uri = write_test_node(tmp_path)
-    d = LibvirtCompute(SITE, uri, tmp_path / "state", image_dir, stop_grace_s=0.5)
-    yield d
-    d.close()
 
 
 def foreign_xml(name: str, metadata: str = "") -> str:

@@ -10,29 +10,10 @@ import pytest
 
 from edged.drivers.compute_libvirt import LibvirtCompute
 from edged.drivers.domain_xml import NS, domain_name
-from edged.drivers.libvirt_testnode import write_test_node
 from edged.executor import Executor
+from tests.unit.compute_support import SITE
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
-
-SITE = "site-a"
-
-
-@pytest.fixture
-def image_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "images"
-    (d / "tiny").mkdir(parents=True)
-    (d / "tiny" / "vmlinuz").write_bytes(b"not a kernel")
-    (d / "tiny" / "initrd.gz").write_bytes(b"not an initrd")
-    return d
-
-
-@pytest.fixture
-def drv(tmp_path: Path, image_dir: Path):
-    uri = write_test_node(tmp_path)
-    d = LibvirtCompute(SITE, uri, tmp_path / "state", image_dir, stop_grace_s=0.5)
-    yield d
-    d.close()
 
 
 def server(server_id: str, **kw: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from tests.unit.identity_support import (
     ADMIN_PASSWORD,
     PASSWORD,
     TokenClient,
-    admin_client,
     client_with,
     free_port,
     login,
@@ -26,18 +25,6 @@ from tests.unit.identity_support import (
     ok,
     store_of,
 )
-
-
-@pytest.fixture
-async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    app = make_app(tmp_path, monkeypatch)
-    async with app.test_app():
-        yield app
-
-
-@pytest.fixture
-async def admin(app: Quart) -> TokenClient:
-    return await admin_client(app)
 
 
 def bad_login(user: str = "alice") -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -22,27 +21,13 @@ from tests.unit.identity_support import (
     FLAVOR,
     PASSWORD,
     TokenClient,
-    admin_client,
     client_with,
     login,
-    make_app,
     make_project,
     make_user,
     ok,
     store_of,
 )
-
-
-@pytest.fixture
-async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    app = make_app(tmp_path, monkeypatch)
-    async with app.test_app():
-        yield app
-
-
-@pytest.fixture
-async def admin(app: Quart) -> TokenClient:
-    return await admin_client(app)
 
 
 @pytest.fixture

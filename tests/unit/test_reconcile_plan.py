@@ -14,19 +14,7 @@ from edged.reconcile import (
     plan,
     specs_from_document,
 )
-
-
-def spec(server_id: str, **kw: object) -> ServerSpec:
-    fields: dict = {
-        "id": server_id,
-        "name": f"vm-{server_id}",
-        "vcpus": 1,
-        "ram_mb": 128,
-        "disk_gb": 1,
-        "image": "tiny",
-    }
-    fields.update(kw)
-    return ServerSpec(**fields)
+from tests.unit.compute_support import spec
 
 
 def seen(s: ServerSpec, state: str = "running", build: str | None = None) -> ObservedServer:
