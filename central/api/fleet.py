@@ -10,7 +10,7 @@ from quart_schema import validate_request, validate_response
 from central import orchestrator
 from central.api.models import HubStats, Settings, SettingsView
 from central.api.policy import cloud_admin
-from central.api.services import services
+from central.api.services import fleet_change, services
 
 bp = Blueprint("fleet", __name__, url_prefix="/v1")
 
@@ -28,16 +28,12 @@ async def show_settings():  # type: ignore[no-untyped-def]
 @validate_response(SettingsView)
 async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
     """Change fleet-wide settings: every site gets a new desired generation."""
-    svc = services()
     changes = data.model_dump(exclude_none=True)
-    with svc.store.transaction():
-        svc.store.db["settings"].upsert_all(
+    with fleet_change() as store:
+        store.db["settings"].upsert_all(
             [{"key": k, "value": json.dumps(v)} for k, v in changes.items()], pk="key"
         )
-        published = orchestrator.publish_all(svc.store, svc.config.keep_generations)
-    for site, (generation, document) in published.items():
-        svc.hub.published(site, generation, document)
-    return orchestrator.settings(svc.store)
+    return orchestrator.settings(store)
 
 
 @bp.get("/hub")

@@ -11,16 +11,13 @@ site's next document in the same transaction.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from central import orchestrator
 from central.api.errors import ApiError, conflict, not_found
 from central.api.models import Error
 from central.api.network_models import (
@@ -32,7 +29,7 @@ from central.api.network_models import (
     SubnetView,
 )
 from central.api.policy import forbidden, principal, project_scope, set_audit_target, writer
-from central.api.services import services
+from central.api.services import services, site_change
 from central.api.sites import get_site
 from central.ipam import IpamError, plan_subnet
 from central.store import Store, now
@@ -49,16 +46,6 @@ def refused(exc: IpamError) -> ApiError:
     if exc.status == 409:
         return conflict(exc.message, field=exc.field)
     return invalid(exc.field, exc.message)
-
-
-@contextlib.contextmanager
-def site_change(site: str) -> Iterator[Store]:
-    """The block's writes and ``site``'s next document commit together; then the hub."""
-    svc = services()
-    with svc.store.transaction():
-        yield svc.store
-        published = orchestrator.publish(svc.store, site, svc.config.keep_generations)
-    svc.hub.published(site, *published)
 
 
 def subnet_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,8 @@ from typing import Any, TypeVar
 
 from quart import Quart, Response, current_app, g, request
 
-from central import orchestrator
 from central.api.errors import ApiError
-from central.api.services import services
+from central.api.services import fleet_change
 from central.audit import AuditEvent, AuditLog
 from central.config import CentralConfig
 from central.hub import Hub
@@ -109,14 +108,10 @@ def set_audit_target(target: str) -> None:
 def identity_change() -> Iterator[Store]:
     """One identity change: the block's writes and every site's next document
     commit together; then the snapshot is rebuilt and the hub gets the documents."""
-    svc = services()
-    with svc.store.transaction():
-        yield svc.store
-        prune_revocations(svc.store)
-        published = orchestrator.publish_all(svc.store, svc.config.keep_generations)
+    with fleet_change() as store:
+        yield store
+        prune_revocations(store)
     identity().refresh()
-    for site, (generation, document) in published.items():
-        svc.hub.published(site, generation, document)
 
 
 # -- the hooks ----------------------------------------------------------------------------

@@ -22,9 +22,9 @@ from quart_schema import validate_request, validate_response
 from central.api.errors import conflict, not_found
 from central.api.models import Error
 from central.api.network_models import FixedIp, Port, PortAttach, PortCreate, PortList
-from central.api.networks import get_network, invalid, refused, site_change
+from central.api.networks import get_network, invalid, refused
 from central.api.policy import principal, project_scope, set_audit_target, writer
-from central.api.services import services
+from central.api.services import services, site_change
 from central.ipam import IpamError, fixed_address, in_subnet, lowest_free, normal_mac, random_mac
 from central.store import Store, now
 

@@ -13,11 +13,10 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from central import orchestrator
 from central.api.errors import conflict, not_found
 from central.api.models import Error, Server, ServerCreate, ServerList
 from central.api.policy import principal, project_scope, set_audit_target, writer
-from central.api.services import services
+from central.api.services import services, site_change
 from central.api.sites import get_site
 from central.store import Store, now
 
@@ -53,11 +52,8 @@ def get_server(server_id: str) -> dict[str, Any]:
 
 def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
     """Update one server and publish its site's next document, atomically."""
-    svc = services()
-    with svc.store.transaction():
-        svc.store.db["servers"].update(server_id, {**fields, "updated_at": now()})
-        published = orchestrator.publish(svc.store, site, svc.config.keep_generations)
-    svc.hub.published(site, *published)
+    with site_change(site) as store:
+        store.db["servers"].update(server_id, {**fields, "updated_at": now()})
 
 
 def _attach_ports(store: Store, server_id: str, site: str, port_ids: list[str]) -> None:
@@ -84,12 +80,11 @@ def _attach_ports(store: Store, server_id: str, site: str, port_ids: list[str]) 
 @validate_response(Error, 409)
 async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
     """Create a server at a site; it reaches the site with the next document."""
-    svc = services()
     get_site(data.site)
     server_id = str(uuid.uuid4())
     stamp = now()
-    with svc.store.transaction():
-        svc.store.db["servers"].insert(
+    with site_change(data.site) as store:
+        store.db["servers"].insert(
             {
                 "id": server_id,
                 "name": data.name,
@@ -103,9 +98,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 "updated_at": stamp,
             }
         )
-        _attach_ports(svc.store, server_id, data.site, data.ports)
-        published = orchestrator.publish(svc.store, data.site, svc.config.keep_generations)
-    svc.hub.published(data.site, *published)
+        _attach_ports(store, server_id, data.site, data.ports)
     set_audit_target(f"server_id={server_id}")
     return server_view(get_server(server_id)), 202
 

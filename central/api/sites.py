@@ -8,11 +8,10 @@ from typing import Any
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from central import orchestrator
 from central.api.errors import ApiError, not_found
 from central.api.models import Error, Site, SiteCreate, SiteList
 from central.api.policy import cloud_admin
-from central.api.services import services
+from central.api.services import services, site_change
 from central.api.site_keys import key_not_taken
 from central.store import now
 
@@ -48,15 +47,13 @@ async def create_site(data: SiteCreate):  # type: ignore[no-untyped-def]
     svc = services()
     if _exists(data.name):
         raise ApiError(409, "conflict", f"site {data.name!r} already exists", site=data.name)
-    with svc.store.transaction():
+    with site_change(data.name) as store:
         if data.public_key is not None:
             key_not_taken(data.public_key, data.name)
         row = {"name": data.name, "created_at": now(), "public_key": data.public_key}
-        svc.store.db["sites"].insert(row)
-        published = orchestrator.publish(svc.store, data.name, svc.config.keep_generations)
+        store.db["sites"].insert(row)
     if data.public_key is not None:
         svc.hub.enroll(data.name, data.public_key)
-    svc.hub.published(data.name, *published)
     return site_view(svc.store.db["sites"].get(data.name)), 201
 
 
