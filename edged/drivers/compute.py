@@ -10,11 +10,20 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 PowerState = Literal["running", "stopped"]
 ObservedState = Literal["running", "shutoff", "crashed", "paused", "other"]
+CpuPolicy = Literal["shared", "dedicated"]
+NicKind = Literal["tap", "hostdev"]
+
+# Flavor page sizes (Nova's ``hw:mem_page_size``) -> KiB; "small" is the normal page.
+PAGE_SIZES_KB: dict[str, int] = {"small": 0, "2MB": 2048, "1GB": 1048576}
+
+# Spec fields that never shape the domain: power is a state, ports are hot-plugged.
+_NOT_BUILT = ("power", "ports")
 
 
 class ComputeError(Exception):
@@ -43,17 +52,78 @@ class ServerSpec:
     disk_gb: int
     image: str
     power: PowerState = "running"
+    # NUMA/EPA (Nova's hw:cpu_policy, hw:mem_page_size, hw:numa_nodes).
+    cpu_policy: CpuPolicy = "shared"
+    mem_page_size: str = "small"
+    numa_nodes: int = 1
+    # Host NUMA node of each guest cell, chosen by central; () = no NUMA placement.
+    numa_placement: tuple[int, ...] = ()
+    # Port ids of the server's NICs, in order (hot-plugged: not part of the build).
+    ports: tuple[str, ...] = ()
+
+    @property
+    def page_size_kb(self) -> int:
+        """Hugepage size in KiB, 0 for normal pages."""
+        return PAGE_SIZES_KB.get(self.mem_page_size, 0)
 
     def build_hash(self) -> str:
-        """Hash of everything that shapes the domain (not the power state).
+        """Hash of everything that shapes the domain (not power, not ports).
 
         Stored in the domain's metadata; a differing hash means the domain must
-        be rebuilt.
+        be rebuilt. Fields at their default value are left out, so adding a
+        field never changes the hash of (and so never rebuilds) existing servers.
         """
-        fields = asdict(self)
-        fields.pop("power")
-        blob = json.dumps(fields, sort_keys=True).encode()
+        values = asdict(self)
+        for f in fields(self):
+            if f.name in _NOT_BUILT or values[f.name] == f.default:
+                values.pop(f.name)
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Nic:
+    """One NIC of a server, resolved by edged from the server's port.
+
+    ``tap``: a tap edged made on the network's bridge (the domain opens it:
+    ``<interface type='ethernet'>`` with ``managed='no'``). ``hostdev``: an
+    SR-IOV VF passed through (``<interface type='hostdev'>`` with its PCI
+    address). ``addresses`` ("10.0.0.5/24") reach the guest on its kernel
+    command line (the tiny image's network contract) for NICs present at boot.
+    """
+
+    port_id: str
+    mac: str
+    kind: NicKind = "tap"
+    tap: str = ""
+    mtu: int = 1500
+    pci: str = ""
+    vlan: int | None = None
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GuestCell:
+    """One guest NUMA cell: the host node it lives on and the host CPUs of its vCPUs.
+
+    ``cpus`` has one host CPU per vCPU of the cell when CPUs are dedicated
+    (``<vcpupin>``), or the node's CPUs the vCPUs float over when shared.
+    """
+
+    host_node: int
+    cpus: tuple[int, ...]
+    vcpus: int
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a server's vCPUs and memory live on the host (from ``numa_placement``)."""
+
+    cells: tuple[GuestCell, ...]
+    dedicated: bool
+    page_size_kb: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +133,8 @@ class ObservedServer:
     id: str
     state: ObservedState
     build_hash: str
+    # Port ids of the NICs in the domain's persistent definition.
+    ports: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -83,9 +155,13 @@ class ComputeDriver(abc.ABC):
     * A driver only ever sees and touches servers this site owns (marked in the
       hypervisor's own metadata with the site's name); others are invisible to
       every method here.
-    * ``create`` defines the server and starts it when ``spec.power`` is
-      ``running``. It succeeds when the server already exists with the same
-      build hash, and cleans up whatever it made if it fails.
+    * ``create`` defines the server with ``nics`` (in order) and ``placement``
+      and starts it when ``spec.power`` is ``running``. It succeeds when the
+      server already exists with the same build hash, and cleans up whatever
+      it made if it fails.
+    * ``attach_nic``/``detach_nic`` add or remove one NIC, live when the
+      domain runs and in its persistent definition always; attaching a NIC
+      the domain has, or detaching one it lacks, succeeds.
     * ``start``/``stop`` succeed when the server is already in that state.
     * ``reboot`` restarts a running server's guest now; a server that is not
       running is a (temporary) :class:`ComputeError`, never a silent start.
@@ -104,8 +180,18 @@ class ComputeDriver(abc.ABC):
         """Server ids with files on disk (disk image, console) but no domain."""
 
     @abc.abstractmethod
-    def create(self, spec: ServerSpec) -> None:
+    def create(
+        self, spec: ServerSpec, nics: Sequence[Nic] = (), placement: Placement | None = None
+    ) -> None:
         """Define the server (and start it when it should run)."""
+
+    @abc.abstractmethod
+    def attach_nic(self, server_id: str, nic: Nic) -> None:
+        """Add a NIC (hot-plug when running)."""
+
+    @abc.abstractmethod
+    def detach_nic(self, server_id: str, port_id: str) -> None:
+        """Remove the NIC of ``port_id`` (hot-unplug when running)."""
 
     @abc.abstractmethod
     def start(self, server_id: str) -> None:
