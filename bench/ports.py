@@ -1,22 +1,24 @@
-"""Plugging N ``normal`` ports through LinuxNetwork against the bare pyroute2 calls.
+"""Plugging N ``normal`` ports through edged's reconciler against the bare pyroute2 calls.
 
 Prints::
 
     RESULT ports n=N seconds=S raw_seconds=R ratio=S/R
 
-* **seconds**: ``LinuxNetwork.ensure_port`` for ``--ports`` (200) distinct ports
-  (unique id and MAC) on one tenant VXLAN network made with ``ensure_network``
-  (not timed), inside a throwaway network namespace. Each call is what the
-  reconciler does per port: its own ``IPRoute`` in the namespace, a look-up of
-  the network's bridge by name with its ownership tag checked, tap create, tag,
-  MAC + MTU, master + up.
+* **seconds**: one reconcile pass of edged's network side
+  (:class:`edged.site_network.SiteNetwork`: observe the owned links, plan, apply
+  through ``LinuxNetwork``, observe again) for a desired-state document that
+  adds ``--ports`` (200) distinct ports (unique id and MAC) to one tenant VXLAN
+  network made by an earlier, untimed pass, inside a throwaway network
+  namespace. Each ``ensure_port`` is its own ``IPRoute`` in the namespace, a
+  look-up of the network's bridge by name with its ownership tag checked, tap
+  create, tag, MAC + MTU, master + up.
 * **raw_seconds**: the same links made with bare pyroute2 in a second throwaway
   namespace: a bridge, then per port one ``IPRoute`` in the namespace (as the
   driver opens one per call) and the same netlink requests for the tap:
   ``link add`` (tuntap, mode tap, same name shape), index look-up, ``ifalias``,
   ``address`` + ``mtu``, ``master`` + ``state up``. No ownership checks.
-* A second driver pass over the same ports (idempotent re-plug: every tap already
-  exists) is printed, not part of the ratio.
+* A second reconcile pass over the same document (nothing to do: observe and
+  plan only) is printed, not part of the ratio.
 
 Both namespaces are deleted in a ``finally`` (also on Ctrl-C, SIGTERM and the
 ``--deadline`` alarm). Needs root.
@@ -28,14 +30,21 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from edged.drivers.network import NetworkSpec, PortSpec, bridge_name, tap_mac, tap_name
+from edged.drivers.network import PortSpec, bridge_name, tap_mac, tap_name
 from edged.drivers.network_linux import LinuxNetwork
+from edged.reconcile_net import desired_from_document
+from edged.site_network import SiteNetwork
+from edged.state import LocalState
 
 SITE = "bench"
 NET_ID = "net-bench000"
@@ -84,21 +93,44 @@ def count_taps(ns: str, bridge: str) -> int:
         )
 
 
+def document(specs: list[PortSpec]) -> dict[str, Any]:
+    """A desired-state document with the bench network and ``specs`` as its ports."""
+    net = {
+        "id": NET_ID,
+        "kind": "tenant",
+        "segmentation": "vxlan",
+        "segmentation_id": VNI,
+        "physnet": None,
+        "mtu": MTU,
+        "subnets": [],
+    }
+    ports = [
+        {"id": s.id, "network_id": NET_ID, "mac": s.mac, "vnic_type": "normal", "server_id": None}
+        for s in specs
+    ]
+    return {"networks": [net], "ports": ports}
+
+
 def driver_run(ns: str, specs: list[PortSpec]) -> tuple[float, float]:
-    drv = LinuxNetwork(SITE, namespace=ns, tunnel_local_ip="192.0.2.1")
-    drv.ensure_network(NetworkSpec(NET_ID, "tenant", "vxlan", VNI, None, MTU))
-
-    def plug() -> None:
-        for spec in specs:
-            drv.ensure_port(spec)
-
-    seconds = timed(plug)
-    got = count_taps(ns, bridge_name(NET_ID))
-    if got != len(specs):
-        raise SystemExit(f"driver: {got} taps up on the bridge, expected {len(specs)}")
-    print(f"driver: {len(specs)} ports plugged in {seconds:.4f} s", flush=True)
-    replug = timed(plug)
-    print(f"driver: idempotent re-plug of {len(specs)} ports in {replug:.4f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="skerry-bench-") as tmp:
+        state = LocalState(Path(tmp))
+        site = SiteNetwork(
+            state,
+            lambda: LinuxNetwork(SITE, namespace=ns, tunnel_local_ip="192.0.2.1"),
+            eager=True,
+        )
+        counters: Counter[str] = Counter()
+        site.reconcile(desired_from_document(document([])), (), counters)  # the network
+        desired = desired_from_document(document(specs))
+        seconds = timed(lambda: site.reconcile(desired, (), counters))
+        got = count_taps(ns, bridge_name(NET_ID))
+        if got != len(specs) or counters["action_errors"]:
+            raise SystemExit(f"edged: {got} taps up, expected {len(specs)}; {dict(counters)}")
+        print(f"edged: {len(specs)} ports plugged in one pass in {seconds:.4f} s", flush=True)
+        replug = timed(lambda: site.reconcile(desired, (), counters))
+        print(f"edged: converged pass over {len(specs)} ports in {replug:.4f} s", flush=True)
+        site.close()
+        state.close()
     return seconds, replug
 
 
