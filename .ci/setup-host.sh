@@ -24,6 +24,33 @@ id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib
 mkdir -p /var/log/libvirt /var/lib/libvirt /run/libvirt
 grep -q '^user = "root"' /etc/libvirt/qemu.conf 2>/dev/null || printf 'user = "root"\ngroup = "root"\n' >> /etc/libvirt/qemu.conf
 pgrep -x virtlogd >/dev/null || /usr/sbin/virtlogd -d
+
+# 2 MB hugepages for hugepage-backed guests (mem_page_size 2MB): reserve a few (never
+# fewer than already reserved) and mount hugetlbfs. libvirt's qemu driver finds the
+# mount by itself (qemu.conf hugetlbfs_mount left unset), but only when it starts:
+# a libvirtd running from before the mount is restarted (its guests keep running).
+HUGEPAGES=${SKERRY_HUGEPAGES:-128}
+restart_libvirtd=0
+if [ -w /proc/sys/vm/nr_hugepages ]; then
+  [ "$(cat /proc/sys/vm/nr_hugepages)" -ge "$HUGEPAGES" ] ||
+    echo "$HUGEPAGES" >/proc/sys/vm/nr_hugepages || true
+fi
+got=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null || echo 0)
+[ "$got" -ge "$HUGEPAGES" ] || echo "setup-host: only $got of $HUGEPAGES 2 MB hugepages reserved" >&2
+if ! grep -qs '^[^ ]* /dev/hugepages hugetlbfs ' /proc/mounts; then
+  mkdir -p /dev/hugepages
+  if mount -t hugetlbfs hugetlbfs /dev/hugepages; then
+    restart_libvirtd=1
+  else
+    echo "setup-host: cannot mount hugetlbfs on /dev/hugepages; hugepage tests will skip" >&2
+  fi
+fi
+pid=$(cat /run/libvirtd.pid 2>/dev/null || true)
+if [ "$restart_libvirtd" = 1 ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  echo "setup-host: restarting libvirtd (pid $pid) so that it finds /dev/hugepages"
+  kill "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+fi
 pgrep -x libvirtd >/dev/null || /usr/sbin/libvirtd -d
 for _ in $(seq 1 300); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
 virsh -c qemu:///system version >/dev/null || { echo "setup-host: libvirtd did not come up" >&2; exit 1; }
@@ -38,4 +65,7 @@ PY=$(command -v python3.11 || command -v python3)
 
 # The tiny guest image used by the demo and the tests (cached after the first build).
 bash images/build-tiny-guest.sh >/dev/null
+want=$(sed -n 's/^IMAGE_VERSION=\([0-9]*\).*/\1/p' images/build-tiny-guest.sh)
+have=$(cat "${SKERRY_IMAGE_DIR:-images/build}/tiny/VERSION" 2>/dev/null || echo none)
+[ "$have" = "$want" ] || { echo "setup-host: guest image is version $have, want $want" >&2; exit 1; }
 echo "setup-host: ready (libvirtd up, venv at .venv, guest image in images/build/tiny)"

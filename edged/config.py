@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edged.configfile import load, setting
 from edged.drivers.network import parse_physnet_uplinks
-from edged.drivers.sriov import SriovError, parse_physnets
+from edged.drivers.sriov import VF_CONFIG_MODES, SriovError, parse_physnets
 from edged.wire import DEFAULT_MAX_FRAME_BYTES
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -73,6 +73,11 @@ class EdgeConfig:
     sriov_physnets: str = setting(
         "", "SR-IOV PFs of each physical network, 'physnet1=pf0,pf1;physnet2=pf2'; empty: none."
     )
+    sriov_vf_config: str = setting(
+        "netlink",
+        "How VFs of direct ports get their MAC/VLAN: 'netlink' (the PF's driver) or "
+        "'simulated' (the simulated SR-IOV bed of tests, no hardware).",
+    )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
 
     def validate(self) -> str | None:
@@ -104,6 +109,11 @@ class EdgeConfig:
             parse_physnets(self.sriov_physnets)
         except (ValueError, SriovError) as exc:  # the message starts with the key's name
             return f"key {exc}"
+        if self.sriov_vf_config not in VF_CONFIG_MODES:
+            return (
+                f"key 'sriov_vf_config' must be {' or '.join(VF_CONFIG_MODES)}, "
+                f"got {self.sriov_vf_config!r}"
+            )
         return None
 
 

@@ -19,10 +19,12 @@ import zmq.asyncio
 from edged import wire
 from edged.config import EdgeConfig
 from edged.drivers.compute import ComputeDriver
+from edged.drivers.numa import NumaError, inventory_section, read_topology
 from edged.executor import Executor
 from edged.identity import IdentityCache
 from edged.link import Link
 from edged.overrides import OverrideStore
+from edged.site_network import from_config as site_network
 from edged.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,13 @@ class EdgeDaemon:
         self.config = config
         self.driver = driver
         self.state = LocalState(config.state_dir)
-        self.executor = Executor(driver)
+        self.network = site_network(config, self.state)
+        self.executor = Executor(
+            driver,
+            network=self.network,
+            topology=lambda: read_topology(config.sysfs_root),
+            state=self.state,
+        )
         self.overrides = OverrideStore(self.state)
         # Tokens are checked against the held document's snapshot from the first second.
         self.identity = IdentityCache()
@@ -126,7 +134,7 @@ class EdgeDaemon:
             self.overrides.drop(result.stale_overrides)
             log.info("local power overrides ended by central: %s", result.stale_overrides)
         self.state.record_observation(generation, result.report)
-        self.inventory = vars(self.driver.inventory())
+        self.inventory = {**vars(self.driver.inventory()), **self._host_inventory()}
         self.last_pass = {
             "last_pass_at": time.time(),
             "last_pass_seconds": round(result.seconds, 3),
@@ -135,6 +143,15 @@ class EdgeDaemon:
         }
         if result.actions or result.errors:
             self.quick_passes = QUICK_PASSES
+
+    def _host_inventory(self) -> dict[str, Any]:
+        """NUMA topology, SR-IOV counts, physnets and network capabilities for central."""
+        section = self.network.inventory()
+        try:
+            section["numa"] = inventory_section(read_topology(self.config.sysfs_root))
+        except NumaError as exc:
+            log.warning("NUMA topology unreadable: %s", exc)
+        return section
 
     async def reconcile_loop(self) -> None:
         while True:
@@ -235,4 +252,5 @@ class EdgeDaemon:
         self.link.close()
         self.ctx.term()
         self.state.close()
+        self.network.close()
         self.driver.close()

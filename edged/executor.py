@@ -1,8 +1,13 @@
-"""The thin side of reconciling: observe, plan, apply actions through the driver, report.
+"""The thin side of reconciling: observe, plan, apply actions through the drivers, report.
 
 One pass is synchronous (it runs in a worker thread so the event loop keeps
 serving the control channel). A failed action is logged, counted and reported
-as the server's reason; it never stops the pass.
+as the server's (or network's, or port's) reason; it never stops the pass.
+
+The order within a pass: servers that go are deleted, NICs that go are
+unplugged, then networks and ports are reconciled (removals, then creations),
+then servers are created (with their NICs and NUMA placement) and powered, and
+last the NICs new to existing servers are hot-plugged.
 """
 
 from __future__ import annotations
@@ -10,12 +15,31 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edged.drivers.compute import ComputeDriver, ComputeError, ObservedServer, ServerSpec
-from edged.reconcile import Action, PowerOverride, apply_overrides, plan, specs_from_document
+from edged.drivers.compute import (
+    ComputeDriver,
+    ComputeError,
+    Nic,
+    ObservedServer,
+    Placement,
+    ServerSpec,
+)
+from edged.drivers.numa import HostNode, NumaError, assign_cells
+from edged.reconcile import (
+    Action,
+    NicAction,
+    PowerOverride,
+    apply_overrides,
+    plan,
+    plan_nics,
+    specs_from_document,
+)
+from edged.reconcile_net import NetDesired, desired_from_document
+from edged.site_network import SiteNetwork
+from edged.state import LocalState
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +62,13 @@ class PassResult:
 
 @dataclass
 class Executor:
-    """Runs reconcile passes for one site's compute."""
+    """Runs reconcile passes for one site's compute and networking."""
 
     driver: ComputeDriver
+    network: SiteNetwork | None = None
+    # Host NUMA topology (read now) and the claims of dedicated CPUs.
+    topology: Callable[[], tuple[HostNode, ...]] | None = None
+    state: LocalState | None = None
     counters: Counter[str] = field(default_factory=Counter)
     # server id -> (build hash, reason) of a permanent failure, not retried for that build.
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -55,6 +83,7 @@ class Executor:
     ) -> PassResult:
         started = time.monotonic()
         desired, stale = apply_overrides(specs_from_document(document), overrides, generation)
+        net = desired_from_document(document)
         builds = {s.id: s.build_hash() for s in desired}
         # A permanent failure holds only for the build that failed.
         self.failed = {k: v for k, v in self.failed.items() if builds.get(k) == v[0]}
@@ -63,30 +92,120 @@ class Executor:
         leftovers = self.driver.list_leftovers()
         actions = plan(desired, observed, leftovers, {k: v[0] for k, v in self.failed.items()})
         errors: dict[str, str] = {}
-        for action in actions:
-            self._apply(action, errors)
+        rebuilding = {a.server_id for a in actions if a.kind in ("delete", "create")}
+        for action in (a for a in actions if a.kind == "delete"):
+            self._apply(action, errors, net)
+        unplug = plan_nics(desired, observed, ready=(), rebuilding=rebuilding)
+        for nic_action in unplug:
+            self._apply_nic(nic_action, net, errors)
+        net_actions = (
+            self.network.reconcile(net, {s.id for s in desired}, self.counters)
+            if self.network is not None
+            else []
+        )
+        for action in (a for a in actions if a.kind != "delete"):
+            self._apply(action, errors, net)
         observed = self.driver.list_owned()
+        ready = {pid for pid, port in net.ports.items() if self._nic(port.id, net) is not None}
+        plug = plan_nics(desired, observed, ready)
+        for nic_action in plug:
+            self._apply_nic(nic_action, net, errors)
+        if plug:
+            observed = self.driver.list_owned()
+        self._forget_claims(desired, observed)
         report = self._report(desired, observed)
+        if self.network is not None:
+            running = {sid for sid, o in observed.items() if o.state == "running"}
+            report |= self.network.report(net, running)
         self.counters["reconcile_passes"] += 1
         seconds = time.monotonic() - started
-        if actions:
+        done = len(actions) + len(unplug) + len(plug) + len(net_actions)
+        if done:
             log.info(
                 "generation %d: %d actions (%s), %d errors in %.2fs",
                 generation,
-                len(actions),
-                ", ".join(f"{a.kind} {a.server_id[:8]}" for a in actions[:10]),
+                done,
+                ", ".join(
+                    [f"{a.kind} {a.server_id[:8]}" for a in actions[:10]]
+                    + [f"{a.kind} {a.id[:8]}" for a in net_actions[:10]]
+                    + [f"{a.kind} {a.port_id[:8]}" for a in unplug + plug][:10]
+                ),
                 len(errors),
                 seconds,
             )
-        return PassResult(generation, actions, errors, report, seconds, stale)
+        all_actions: list[Any] = [*actions, *net_actions, *unplug, *plug]
+        return PassResult(generation, all_actions, errors, report, seconds, stale)
 
-    def _apply(self, action: Action, errors: dict[str, str]) -> None:
+    # -- servers --------------------------------------------------------------------
+
+    def _nic(self, port_id: str, net: NetDesired) -> Nic | None:
+        port = net.ports.get(port_id)
+        if port is None or self.network is None:
+            return None
+        return self.network.nic_for(port, net)
+
+    def _nics(self, spec: ServerSpec, net: NetDesired) -> list[Nic]:
+        """The server's NICs in order; ComputeError while one is not in place."""
+        nics = []
+        for port_id in spec.ports:
+            if port_id not in net.ports:
+                continue  # not this site's document: never happens with central's
+            nic = self._nic(port_id, net)
+            if nic is None:
+                why = self._port_reason(port_id) or "not in place yet"
+                raise ComputeError(spec.id, f"waiting for port {port_id}: {why}")
+            nics.append(nic)
+        return nics
+
+    def _port_reason(self, port_id: str) -> str:
+        if self.network is None:
+            return "this site has no network driver"
+        key = f"port:{port_id}"
+        if key in self.network.failed:
+            return self.network.failed[key][1]
+        return self.network.transient.get(key, "")
+
+    def _placement(self, spec: ServerSpec) -> Placement | None:
+        """Host CPUs and memory nodes of the server's cells; claims its dedicated CPUs."""
+        if not spec.numa_placement:
+            return None
+        if self.topology is None or self.state is None:
+            raise ComputeError(
+                spec.id, "this site cannot place servers on NUMA nodes", permanent=True
+            )
+        dedicated = spec.cpu_policy == "dedicated"
+        claimed = {
+            int(cpu) for cpu, (owner, _) in self.state.claims("cpu").items() if owner != spec.id
+        }
+        try:
+            cells = assign_cells(
+                self.topology(), spec.numa_placement, spec.vcpus, spec.ram_mb, dedicated, claimed
+            )
+        except NumaError as exc:
+            raise ComputeError(spec.id, str(exc), permanent=True) from exc
+        if dedicated:
+            self.state.claim("cpu", {str(c): "" for cell in cells for c in cell.cpus}, spec.id)
+        return Placement(cells, dedicated, spec.page_size_kb)
+
+    def _forget_claims(
+        self, desired: list[ServerSpec], observed: dict[str, ObservedServer]
+    ) -> None:
+        """Release the CPUs of servers that are neither desired nor on the host."""
+        if self.state is None:
+            return
+        keep = {s.id for s in desired} | set(observed)
+        gone = {owner for owner, _ in self.state.claims("cpu").values()} - keep
+        if gone:
+            self.state.release("cpu", sorted(gone))
+
+    def _apply(self, action: Action, errors: dict[str, str], net: NetDesired) -> None:
         try:
             if action.kind == "delete":
                 self.driver.delete(action.server_id)
             elif action.kind == "create":
                 assert action.spec is not None
-                self.driver.create(action.spec)
+                nics = self._nics(action.spec, net)
+                self.driver.create(action.spec, nics, self._placement(action.spec))
                 self.failed.pop(action.server_id, None)
             elif action.kind == "start":
                 self.driver.start(action.server_id)
@@ -101,6 +220,27 @@ class Executor:
                 self.failed[action.server_id] = (action.spec.build_hash(), exc.reason)
             else:
                 self.transient[action.server_id] = exc.reason
+
+    def _apply_nic(self, action: NicAction, net: NetDesired, errors: dict[str, str]) -> None:
+        try:
+            if action.kind == "detach":
+                self.driver.detach_nic(action.server_id, action.port_id)
+            else:
+                nic = self._nic(action.port_id, net)
+                assert nic is not None  # plan_nics attaches ready ports only
+                self.driver.attach_nic(action.server_id, replace(nic, addresses=()))
+            self.counters[f"action_nic_{action.kind}"] += 1
+        except ComputeError as exc:
+            self.counters["action_errors"] += 1
+            errors[action.server_id] = exc.reason
+            self.transient[action.server_id] = exc.reason
+            log.warning(
+                "%s of port %s on %s failed: %s",
+                action.kind,
+                action.port_id,
+                action.server_id,
+                exc.reason,
+            )
 
     def _report(
         self, desired: list[ServerSpec], observed: dict[str, ObservedServer]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -46,8 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        daemon_pid = os.getpid()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            # pyroute2 forks a helper per IPRoute(netns=...) and ends it with SIGTERM;
+            # the child inherits this handler (and asyncio's wake-up pipe), so a
+            # loop.add_signal_handler would stop the daemon. A child just exits.
+            if os.getpid() != daemon_pid:
+                os._exit(0)
+            loop.call_soon_threadsafe(stop.set)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            signal.signal(sig, on_signal)
         await EdgeDaemon(config, make_compute(config)).run(stop)
 
     asyncio.run(run())

@@ -8,7 +8,7 @@ state, and nothing else this site owns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -39,6 +39,12 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
             disk_gb=int(s["disk_gb"]),
             image=s["image"],
             power=s.get("power", "running"),
+            cpu_policy=s.get("cpu_policy", "shared"),
+            mem_page_size=s.get("mem_page_size", "small"),
+            numa_nodes=int(s.get("numa_nodes", 1)),
+            numa_placement=tuple(int(n) for n in s.get("numa_placement") or ()),
+            ports=tuple(s.get("ports") or ()),
+            metadata=tuple(sorted((str(k), str(v)) for k, v in (s.get("metadata") or {}).items())),
         )
         for s in document.get("servers", [])
     ]
@@ -119,3 +125,38 @@ def plan(
             actions.append(Action("stop", server_id, spec))
     actions.sort(key=lambda a: ORDER[a.kind])
     return actions
+
+
+@dataclass(frozen=True)
+class NicAction:
+    kind: Literal["attach", "detach"]
+    server_id: str
+    port_id: str
+
+
+def plan_nics(
+    desired: Iterable[ServerSpec],
+    observed: Mapping[str, ObservedServer],
+    ready: Collection[str],
+    rebuilding: Collection[str] = (),
+) -> list[NicAction]:
+    """Hot-plug actions that give existing servers exactly their desired NICs.
+
+    ``ready`` are the port ids whose tap or VF is in place (only those can be
+    attached); servers in ``rebuilding`` (deleted or created this pass) get
+    their NICs with the new domain instead. Detaches come first.
+    """
+    detach: list[NicAction] = []
+    attach: list[NicAction] = []
+    for spec in sorted(desired, key=lambda s: s.id):
+        have = observed.get(spec.id)
+        if have is None or spec.id in rebuilding:
+            continue
+        wanted = set(spec.ports)
+        detach += [NicAction("detach", spec.id, p) for p in sorted(have.ports - wanted)]
+        attach += [
+            NicAction("attach", spec.id, p)
+            for p in spec.ports
+            if p not in have.ports and p in ready
+        ]
+    return detach + attach

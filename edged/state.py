@@ -71,6 +71,42 @@ class LocalState:
                 if_not_exists=True,
             )
 
+        # Host resources held by a server or port: dedicated CPUs, SR-IOV VFs.
+        if "claims" not in self.db.table_names():
+            self.db["claims"].create(
+                {"kind": str, "key": str, "owner": str, "detail": str},
+                pk=("kind", "key"),
+                if_not_exists=True,
+            )
+
+    # -- claims ----------------------------------------------------------------------
+
+    @locked
+    def claims(self, kind: str) -> dict[str, tuple[str, str]]:
+        """``key -> (owner, detail)`` of every claim of ``kind`` (``cpu``, ``vf``)."""
+        rows = self.conn.execute(
+            "SELECT key, owner, detail FROM claims WHERE kind = ?", (kind,)
+        ).fetchall()
+        return {key: (owner, detail) for key, owner, detail in rows}
+
+    @locked
+    def claim(self, kind: str, keys: dict[str, str], owner: str) -> None:
+        """Record ``owner``'s claim of ``keys`` (key -> detail), replacing its old ones."""
+        with self.db.atomic():
+            self.conn.execute("DELETE FROM claims WHERE kind = ? AND owner = ?", (kind, owner))
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO claims (kind, key, owner, detail) VALUES (?, ?, ?, ?)",
+                [(kind, key, owner, detail) for key, detail in keys.items()],
+            )
+
+    @locked
+    def release(self, kind: str, owners: list[str]) -> None:
+        """Forget every claim of ``kind`` held by ``owners``."""
+        with self.db.atomic():
+            self.conn.executemany(
+                "DELETE FROM claims WHERE kind = ? AND owner = ?", [(kind, o) for o in owners]
+            )
+
     # -- desired ---------------------------------------------------------------------
 
     @property

@@ -3,16 +3,19 @@
 # with the virtio modules. Everything comes from Debian packages, extracted with
 # `apt-get download` + `dpkg-deb -x`; nothing is installed on the host.
 #
-# Output: $SKERRY_IMAGE_DIR/tiny/{vmlinuz,initrd.gz}  (default <repo>/images/build)
-# Cached: exits at once when both files already exist. Delete them to rebuild.
+# Output: $SKERRY_IMAGE_DIR/tiny/{vmlinuz,initrd.gz,VERSION}  (default <repo>/images/build)
+# Cached: exits at once when both files exist and VERSION is IMAGE_VERSION below.
+# Bump IMAGE_VERSION whenever the guest's behaviour (its /init) changes, so that
+# machines holding an older build rebuild it.
 set -euo pipefail
 
+IMAGE_VERSION=2  # 2: skerry.ip / skerry.ping network contract
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE_DIR=${SKERRY_IMAGE_DIR:-$REPO/images/build}
 OUT=$IMAGE_DIR/tiny
 
-if [[ -s $OUT/vmlinuz && -s $OUT/initrd.gz ]]; then
-  echo "tiny guest already built in $OUT"
+if [[ -s $OUT/vmlinuz && -s $OUT/initrd.gz && $(cat "$OUT/VERSION" 2>/dev/null) == "$IMAGE_VERSION" ]]; then
+  echo "tiny guest version $IMAGE_VERSION already built in $OUT"
   exit 0
 fi
 
@@ -71,7 +74,46 @@ for arg in $(cat /proc/cmdline); do
   case "$arg" in skerry.hostname=*) NAME="${arg#skerry.hostname=}" ;; esac
 done
 hostname "$NAME"
+ip link set lo up
+
+# skerry.ip=MAC,ADDR/PREFIX: give ADDR to the interface with that MAC.
+iface_of() {
+  for a in /sys/class/net/*/address; do
+    [ "$(cat "$a")" = "$1" ] && { basename "$(dirname "$a")"; return 0; }
+  done
+  return 1
+}
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in skerry.ip=*,*) ;; *) continue ;; esac
+  spec=${arg#skerry.ip=}; mac=${spec%%,*}; addr=${spec#*,}
+  dev=""
+  for _ in $(seq 1 50); do dev=$(iface_of "$mac") && break; sleep 0.1; done
+  if [ -z "$dev" ]; then
+    echo "SKERRY-NET mac=$mac dev=none addr=$addr error=no-such-interface" >/dev/ttyS0
+    continue
+  fi
+  ip link set "$dev" up
+  ip addr add "$addr" dev "$dev"
+  echo "SKERRY-NET mac=$mac dev=$dev addr=$addr" >/dev/ttyS0
+done
+
 echo "SKERRY-GUEST-UP hostname=$NAME" >/dev/ttyS0
+
+# skerry.ping=A[,B...]: ping each target once a second, 120 rounds, one line per ping.
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in skerry.ping=*) TARGETS=$(echo "${arg#skerry.ping=}" | tr , ' ') ;; esac
+done
+if [ -n "${TARGETS:-}" ]; then
+  (
+    for _ in $(seq 1 120); do
+      for t in $TARGETS; do
+        if ping -c1 -W1 "$t" >/dev/null 2>&1; then r=ok; else r=fail; fi
+        echo "SKERRY-PING $t $r" >/dev/ttyS0
+      done
+      sleep 1
+    done
+  ) &
+fi
 while true; do sleep 3600; done
 INIT
 chmod +x rd/init
@@ -80,8 +122,9 @@ chmod +x rd/init
 # Move into place atomically: stage next to the target, then rename.
 STAGE=$(mktemp -d "$IMAGE_DIR/.tiny-stage.XXXXXX")
 mv vmlinuz initrd.gz "$STAGE/"
+echo "$IMAGE_VERSION" >"$STAGE/VERSION"
 chmod 755 "$STAGE"
-chmod 644 "$STAGE/vmlinuz" "$STAGE/initrd.gz"
+chmod 644 "$STAGE/vmlinuz" "$STAGE/initrd.gz" "$STAGE/VERSION"
 rm -rf "$OUT"
 mv -T "$STAGE" "$OUT"
-echo "tiny guest built in $OUT ($KPKG)"
+echo "tiny guest version $IMAGE_VERSION built in $OUT ($KPKG)"

@@ -60,6 +60,9 @@ class ServerSpec:
     numa_placement: tuple[int, ...] = ()
     # Port ids of the server's NICs, in order (hot-plugged: not part of the build).
     ports: tuple[str, ...] = ()
+    # Server metadata, (key, value) sorted by key: the guest reads it at boot
+    # (the tiny image: ``skerry.<key>=<value>`` on its kernel command line).
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def page_size_kb(self) -> int:
@@ -77,7 +80,7 @@ class ServerSpec:
         for f in fields(self):
             if f.name in _NOT_BUILT or values[f.name] == f.default:
                 values.pop(f.name)
-        values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        values = {k: json.loads(json.dumps(v)) for k, v in values.items()}
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

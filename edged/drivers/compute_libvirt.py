@@ -8,7 +8,10 @@ serial console written to a file, all under ``state_dir``::
     <state_dir>/console/<server_id>.log
 
 A domain is this site's iff its skerry metadata element names the site; every
-other domain on the host is invisible here. Every libvirt error becomes a
+other domain on the host is invisible here. NICs are found by their
+``ua-sk-<port id>`` alias; hot-plug is live + persistent when the domain runs,
+persistent only when it is shut off (by redefining the persistent XML where the
+hypervisor cannot attach, as libvirt's test driver). Every libvirt error becomes a
 :class:`ComputeError`. Calls are serialised by a lock, so the driver may be used
 from a worker thread.
 """
@@ -20,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -30,8 +33,10 @@ from edged.drivers.compute import (
     ComputeDriver,
     ComputeError,
     Inventory,
+    Nic,
     ObservedServer,
     ObservedState,
+    Placement,
     ServerSpec,
 )
 from edged.drivers.domain_xml import (
@@ -42,12 +47,20 @@ from edged.drivers.domain_xml import (
     disk_path,
     domain_name,
     image_paths,
+    nic_alias,
+    nic_port_ids,
+    nic_xml,
     parse_ownership,
+    with_nic,
+    without_nic,
 )
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ANY = "*"  # server id used in errors of host-wide calls
 _POLL_S = 0.2
+_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+_INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
 def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
@@ -89,7 +102,7 @@ class LibvirtCompute(ComputeDriver):
         virt_type: str = "auto",
         stop_grace_s: float = 5.0,
     ) -> None:
-        if not _SAFE_NAME.match(site):
+        if not _SAFE_NAME.fullmatch(site):
             raise ValueError(f"invalid site name {site!r}")
         if virt_type == "auto":
             virt_type = "test" if uri.startswith("test:") else "qemu"
@@ -140,7 +153,7 @@ class LibvirtCompute(ComputeDriver):
 
     @staticmethod
     def _check_id(server_id: str) -> None:
-        if not _SAFE_NAME.match(server_id):
+        if not _SAFE_NAME.fullmatch(server_id):
             raise ComputeError(server_id, "invalid server id", permanent=True)
 
     def _ownership(self, dom: libvirt.virDomain) -> Ownership | None:
@@ -232,21 +245,28 @@ class LibvirtCompute(ComputeDriver):
     # --- ComputeDriver ----------------------------------------------------------
 
     def list_owned(self) -> dict[str, ObservedServer]:
-        """Servers this site owns, by server id."""
+        """Servers this site owns, by server id; ports from the persistent definition.
+
+        One ``XMLDesc`` (ownership and NIC aliases) and one ``state`` per domain.
+        """
         with self._op(_ANY, "list domains"):
             owned: dict[str, ObservedServer] = {}
             for dom in self._connection().listAllDomains():
-                owner = self._ownership(dom)
-                if owner is None:
-                    continue
                 try:
+                    xml = dom.XMLDesc(_INACTIVE)
+                    owner = parse_ownership(xml)
+                    if owner is None or owner.site != self.site:
+                        continue
                     state, reason = dom.state()
                 except libvirt.libvirtError as exc:
                     if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                         continue  # vanished while we looked
                     raise
                 owned[owner.id] = ObservedServer(
-                    id=owner.id, state=map_state(state, reason), build_hash=owner.build
+                    id=owner.id,
+                    state=map_state(state, reason),
+                    build_hash=owner.build,
+                    ports=frozenset(nic_port_ids(xml)),
                 )
             return owned
 
@@ -260,14 +280,19 @@ class LibvirtCompute(ComputeDriver):
                     ids.update(
                         p.name.removesuffix(suffix)
                         for p in folder.iterdir()
-                        if p.name.endswith(suffix) and _SAFE_NAME.match(p.name)
+                        if p.name.endswith(suffix) and _SAFE_NAME.fullmatch(p.name)
                     )
             return ids - set(self.list_owned())
 
-    def create(self, spec: ServerSpec) -> None:
-        """Define the server (and start it when ``spec.power`` is running)."""
+    def create(
+        self, spec: ServerSpec, nics: Sequence[Nic] = (), placement: Placement | None = None
+    ) -> None:
+        """Define the server with ``nics`` and ``placement``; start it when it should run.
+
+        A NIC or placement that cannot be expressed is a permanent error.
+        """
         self._check_id(spec.id)
-        if not _SAFE_NAME.match(spec.image):
+        if not _SAFE_NAME.fullmatch(spec.image):
             raise ComputeError(spec.id, f"invalid image name {spec.image!r}", permanent=True)
         for path in image_paths(self.image_dir, spec.image):
             if not path.is_file():
@@ -296,13 +321,18 @@ class LibvirtCompute(ComputeDriver):
                 raise ComputeError(
                     spec.id, f"domain {name} exists but is not owned by site {self.site}"
                 )
-            xml = build_domain_xml(
-                spec,
-                site=self.site,
-                virt_type=self.virt_type,
-                state_dir=self.state_dir,
-                image_dir=self.image_dir,
-            )
+            try:
+                xml = build_domain_xml(
+                    spec,
+                    site=self.site,
+                    virt_type=self.virt_type,
+                    state_dir=self.state_dir,
+                    image_dir=self.image_dir,
+                    nics=nics,
+                    placement=placement,
+                )
+            except ValueError as exc:
+                raise ComputeError(spec.id, str(exc), permanent=True) from exc
             self._make_disk(spec)
             dom = None
             try:
@@ -316,6 +346,79 @@ class LibvirtCompute(ComputeDriver):
                         self._undefine(dom)
                 self._remove_files(spec.id)
                 raise
+
+    def attach_nic(self, server_id: str, nic: Nic) -> None:
+        """Add ``nic``: live + persistent when running, persistent when shut off."""
+        self._check_id(server_id)
+        try:
+            xml = nic_xml(nic)
+        except ValueError as exc:
+            raise ComputeError(server_id, str(exc), permanent=True) from exc
+        with self._op(server_id, f"attach port {nic.port_id}"):
+            dom = self._require(server_id)
+            flags = self._nic_flags(dom, nic.port_id, present=True)
+            if flags:
+                self._change_nic(
+                    dom,
+                    server_id,
+                    flags,
+                    lambda: dom.attachDeviceFlags(xml, flags),
+                    lambda persistent: with_nic(persistent, nic),
+                )
+
+    def detach_nic(self, server_id: str, port_id: str) -> None:
+        """Remove the NIC of ``port_id`` (by alias); a NIC that is not there is fine.
+
+        A live removal completes when the guest releases the device; the
+        persistent definition (what :meth:`list_owned` reports) changes at once.
+        """
+        self._check_id(server_id)
+        try:
+            alias = nic_alias(port_id)
+        except ValueError as exc:
+            raise ComputeError(server_id, str(exc), permanent=True) from exc
+        with self._op(server_id, f"detach port {port_id}"):
+            dom = self._require(server_id)
+            flags = self._nic_flags(dom, port_id, present=False)
+            if flags:
+                self._change_nic(
+                    dom,
+                    server_id,
+                    flags,
+                    lambda: dom.detachDeviceAlias(alias, flags),
+                    lambda persistent: without_nic(persistent, port_id),
+                )
+
+    def _nic_flags(self, dom: libvirt.virDomain, port_id: str, *, present: bool) -> int:
+        """The definitions (live, persistent) where ``port_id`` is not yet as wanted."""
+        flags = 0
+        if (port_id in nic_port_ids(dom.XMLDesc(_INACTIVE))) != present:
+            flags |= _CONFIG
+        if self._is_active(dom) and (port_id in nic_port_ids(dom.XMLDesc(0))) != present:
+            flags |= _LIVE
+        return flags
+
+    def _change_nic(
+        self,
+        dom: libvirt.virDomain,
+        server_id: str,
+        flags: int,
+        hotplug: Callable[[], object],
+        edit: Callable[[str], str],
+    ) -> None:
+        """Hot-plug; where the driver cannot, redefine the persistent XML (shut off only)."""
+        try:
+            hotplug()
+            return
+        except libvirt.libvirtError as exc:
+            if _err_code(exc) != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+        if flags & _LIVE:
+            raise ComputeError(
+                server_id, f"hypervisor ({self.virt_type}) cannot hot-plug NICs while running"
+            )
+        persistent = dom.XMLDesc(_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+        self._connection().defineXML(edit(persistent))
 
     def start(self, server_id: str) -> None:
         """Power the server on (resume it when paused); running already is fine."""

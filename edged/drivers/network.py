@@ -83,6 +83,10 @@ class PortSpec:
     mac: str
     vnic_type: VnicType = "normal"
     server_id: str | None = None
+    # ``direct`` ports bound to a server: the host NUMA node of its VF (central's choice).
+    numa_node: int | None = None
+    # "10.0.0.5/24" for each fixed IP: what the guest is told at boot.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VIRTFN = re.compile(r"^virtfn(\d+)$")
+# Values of the ``sriov_vf_config`` key (see edged.drivers.sriov_vf).
+VF_CONFIG_MODES = ("netlink", "simulated")
 
 
 class SriovError(Exception):

@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from edged.drivers.compute import ComputeError
+from edged.drivers.compute import ComputeError, GuestCell, Nic, Placement
 from edged.drivers.compute_libvirt import LibvirtCompute, map_state
 from edged.drivers.domain_xml import (
     NS,
@@ -21,9 +21,10 @@ from edged.drivers.domain_xml import (
     console_path,
     disk_path,
     domain_name,
+    nic_port_ids,
     parse_ownership,
 )
-from tests.unit.compute_support import SITE, spec
+from tests.unit.compute_support import SITE, spec, tap_nic
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
 
@@ -40,6 +41,14 @@ def foreign_xml(name: str, metadata: str = "") -> str:
 
 def state_of(drv: LibvirtCompute, server_id: str) -> str:
     return drv.list_owned()[server_id].state
+
+
+def persistent_xml(drv: LibvirtCompute, server_id: str) -> str:
+    dom = drv.connection().lookupByName(domain_name(SITE, server_id))
+    return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+
+VF = Nic("p-vf", "52:54:00:00:00:aa", kind="hostdev", pci="0000:3b:02.1", vlan=7)
 
 
 def test_virt_type_auto(tmp_path: Path) -> None:
@@ -244,3 +253,87 @@ def test_reconnects_when_closed(drv: LibvirtCompute) -> None:
     assert drv.list_owned() == {}
     drv.create(spec())
     assert set(drv.list_owned()) == {"s1"}
+
+
+def test_create_with_nics_and_placement(drv: LibvirtCompute) -> None:
+    s = spec(vcpus=2, ram_mb=256, cpu_policy="dedicated", mem_page_size="2MB",
+             numa_nodes=2, numa_placement=(0, 0))  # fmt: skip
+    cells = (GuestCell(0, (3,), 1, 128), GuestCell(0, (1,), 1, 128))
+    nics = [tap_nic("p-tap", 1, addresses=("198.51.100.5/24",)), VF]
+    drv.create(s, nics, Placement(cells, dedicated=True, page_size_kb=2048))
+
+    assert drv.list_owned()["s1"].ports == {"p-tap", "p-vf"}
+    xml = persistent_xml(drv, "s1")
+    assert nic_port_ids(xml) == ["p-tap", "p-vf"]
+    assert "skerry.ip=52:54:00:00:00:01,198.51.100.5/24" in xml
+    assert "<page size='2048' unit='KiB'/>" in xml
+    dom = drv.connection().lookupByName(domain_name(SITE, "s1"))
+    pinned = [tuple(i for i, on in enumerate(m) if on) for m in dom.vcpuPinInfo(0)]
+    assert pinned == [(3,), (1,)]
+
+
+def test_list_owned_ports_empty_without_nics(drv: LibvirtCompute) -> None:
+    drv.create(spec())
+    assert drv.list_owned()["s1"].ports == frozenset()
+
+
+def test_attach_detach_on_shut_off_domain(drv: LibvirtCompute) -> None:
+    drv.create(spec(power="stopped"), [tap_nic("p1", 1)])
+    nic = tap_nic("p2", 2)
+    for _ in range(2):  # the second attach finds the port there: nothing changes
+        drv.attach_nic("s1", nic)
+        assert nic_port_ids(persistent_xml(drv, "s1")) == ["p1", "p2"]
+    drv.attach_nic("s1", VF)
+    assert drv.list_owned()["s1"].ports == {"p1", "p2", "p-vf"}
+    assert "<address type='pci' domain='0x0000' bus='0x3b' slot='0x02' function='0x1'/>" in (
+        persistent_xml(drv, "s1")
+    )
+
+    for _ in range(2):  # the second detach finds nothing to remove
+        drv.detach_nic("s1", "p1")
+        assert nic_port_ids(persistent_xml(drv, "s1")) == ["p2", "p-vf"]
+    drv.detach_nic("s1", "never-attached")
+    assert drv.list_owned()["s1"].ports == {"p2", "p-vf"}
+    assert state_of(drv, "s1") == "shutoff"
+
+    drv.start("s1")  # the domain boots with what was attached while it was off
+    dom = drv.connection().lookupByName(domain_name(SITE, "s1"))
+    assert nic_port_ids(dom.XMLDesc(0)) == ["p2", "p-vf"]
+
+
+def test_running_domain_without_hotplug_is_a_temporary_error(drv: LibvirtCompute) -> None:
+    drv.create(spec(), [tap_nic("p1", 1)])
+    with pytest.raises(ComputeError, match="cannot hot-plug") as err:
+        drv.attach_nic("s1", tap_nic("p2", 2))
+    assert err.value.server_id == "s1"
+    assert not err.value.permanent
+    with pytest.raises(ComputeError, match="cannot hot-plug"):
+        drv.detach_nic("s1", "p1")
+    # Already as wanted: no hot-plug needed, so success.
+    drv.attach_nic("s1", tap_nic("p1", 1))
+    drv.detach_nic("s1", "p2")
+    assert drv.list_owned()["s1"].ports == {"p1"}
+
+
+def test_bad_pci_address_is_permanent_and_leaves_nothing(drv: LibvirtCompute) -> None:
+    bad = Nic("p-vf", "52:54:00:00:00:aa", kind="hostdev", pci="0000:3b:02")
+    with pytest.raises(ComputeError, match="'0000:3b:02'") as err:
+        drv.create(spec(), [bad])
+    assert err.value.permanent
+    assert err.value.server_id == "s1"
+    assert drv.list_owned() == {}
+    assert drv.list_leftovers() == set()
+
+    drv.create(spec(power="stopped"))
+    with pytest.raises(ComputeError, match="'0000:3b:02'") as err:
+        drv.attach_nic("s1", bad)
+    assert err.value.permanent
+    assert drv.list_owned()["s1"].ports == frozenset()
+
+
+def test_nic_ops_on_missing_server(drv: LibvirtCompute) -> None:
+    with pytest.raises(ComputeError, match="no such server") as err:
+        drv.attach_nic("nope", tap_nic("p1", 1))
+    assert err.value.server_id == "nope"
+    with pytest.raises(ComputeError, match="no such server"):
+        drv.detach_nic("nope", "p1")

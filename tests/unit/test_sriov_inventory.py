@@ -1,4 +1,7 @@
-"""SR-IOV inventory read from a sysfs tree built in tmp_path (no VF hardware here)."""
+"""SR-IOV inventory, VF settings and the simulated bed's layout, on sysfs trees in tmp_path.
+
+No VF hardware here: the trees are built by hand; netlink is in tests/integration.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from edged.config import EdgeConfig
+from edged.configfile import ConfigError, from_mapping
 from edged.drivers.sriov import (
     NodeCount,
     SriovError,
     SriovInventory,
+    VirtualFunction,
     allocate_vf,
     parse_physnets,
     read_pf,
+)
+from edged.drivers.sriov_simbed import SimPf, check_bed, pf_pci, physnets_config, vf_pci
+from edged.drivers.sriov_vf import (
+    NetlinkVfConfig,
+    SimulatedVfConfig,
+    VfSettings,
+    make_vf_configurator,
+    vf_attributes,
 )
 
 
@@ -121,3 +135,134 @@ def test_missing_pf_and_bad_mapping(root: Path) -> None:
         parse_physnets("physnet1")
     assert parse_physnets("") == {}
     assert parse_physnets(" a=pf0, pf1 ; b=pf2 ") == {"a": ("pf0", "pf1"), "b": ("pf2",)}
+
+
+# -- VF configuration: settings, requests, backend choice ---------------------------------
+
+
+def test_vf_settings_normalise_and_validate() -> None:
+    settings = VfSettings("FA:16:3E:00:00:01", vlan=100)
+    assert (settings.mac, settings.vlan, settings.spoofchk, settings.trust) == (
+        "fa:16:3e:00:00:01",
+        100,
+        True,
+        False,
+    )
+    assert VfSettings("fa:16:3e:00:00:01", vlan=4094).vlan == 4094
+    for mac, message in [
+        ("fa:16:3e:00:00", "six hex octets"),
+        ("fa-16-3e-00-00-01", "six hex octets"),
+        ("00:00:00:00:00:00", "not a unicast address"),
+        ("01:00:5e:00:00:01", "not a unicast address"),
+    ]:
+        with pytest.raises(SriovError, match=message):
+            VfSettings(mac)
+    for vlan in (0, 4095, -1):
+        with pytest.raises(SriovError, match=rf"VLAN must be 1..4094 or None, got {vlan}"):
+            VfSettings("fa:16:3e:00:00:01", vlan=vlan)
+
+
+def test_vf_attributes_set_mac_first_and_untag_with_vlan_zero() -> None:
+    attrs = vf_attributes(3, "fa:16:3e:00:00:01", None, True, False)
+    assert [name for name, _ in attrs] == ["mac", "vlan", "spoofchk", "trust"]
+    assert dict(attrs) == {
+        "mac": {"vf": 3, "mac": "fa:16:3e:00:00:01"},
+        "vlan": {"vf": 3, "vlan": {"vlan": 0, "qos": 0}},
+        "spoofchk": {"vf": 3, "spoofchk": 1},
+        "trust": {"vf": 3, "trust": 0},
+    }
+    assert dict(vf_attributes(0, "fa:16:3e:00:00:01", 42, False, True))["vlan"]["vlan"] == {
+        "vlan": 42,
+        "qos": 0,
+    }
+
+
+def test_make_vf_configurator_by_mode(tmp_path: Path) -> None:
+    real = make_vf_configurator("netlink", sysfs_root=tmp_path, namespace="ns1")
+    assert isinstance(real, NetlinkVfConfig)
+    assert real.namespace == "ns1"
+    sim = make_vf_configurator("simulated", sysfs_root=tmp_path, namespace="ns1")
+    assert isinstance(sim, SimulatedVfConfig)
+    assert (sim.sysfs_root, sim.namespace) == (tmp_path, "ns1")
+    with pytest.raises(SriovError, match="expected netlink or simulated, got 'sriov'"):
+        make_vf_configurator("sriov", sysfs_root=tmp_path, namespace="")
+
+
+def test_config_refuses_unknown_vf_config_mode() -> None:
+    assert from_mapping(EdgeConfig, {"site": "x1"}).sriov_vf_config == "netlink"
+    cfg = from_mapping(EdgeConfig, {"site": "x1", "sriov_vf_config": "simulated"})
+    assert cfg.sriov_vf_config == "simulated"
+    with pytest.raises(ConfigError, match="key 'sriov_vf_config' must be netlink or simulated"):
+        from_mapping(EdgeConfig, {"site": "x1", "sriov_vf_config": "hardware"})
+
+
+def test_simulated_reset_of_unconfigured_vf_only_records(root: Path) -> None:
+    """No netdev is touched for a VF never configured, so no namespace is needed."""
+    pf = read_pf(root, "pf0")
+    sim = SimulatedVfConfig(root, "no-such-namespace")
+    assert sim.read_record(pf, pf.vfs[2]) is None
+    sim.reset(pf, pf.vfs[2])
+    sim.reset(pf, pf.vfs[2])
+    record = sim.read_record(pf, pf.vfs[2])
+    assert record == {
+        "pf": "pf0",
+        "vf": 2,
+        "pci": "0000:3b:00.3",
+        "netdev": "pf0v2",
+        "mac": "00:00:00:00:00:00",
+        "vlan": None,
+        "spoofchk": True,
+        "trust": False,
+    }
+    assert (root / "devices" / "pci0000:00" / "0000:3b:00.3" / "skerry-sim-vf.json").is_file()
+
+
+def test_simulated_config_errors_name_pf_and_vf(root: Path) -> None:
+    pf = read_pf(root, "pf0")
+    sim = SimulatedVfConfig(root, "")
+    no_netdev = VirtualFunction("pf0", 1, pf.vfs[1].pci, None, 0)
+    with pytest.raises(SriovError, match="PF pf0 VF 1: the VF has no netdev"):
+        sim.configure(pf, no_netdev, VfSettings("fa:16:3e:00:00:01"))
+    ghost = VirtualFunction("pf0", 7, "0000:3b:00.8", "pf0v7", 0)
+    with pytest.raises(SriovError, match=r"PF pf0 VF 7: .*virtfn7 does not exist"):
+        sim.reset(pf, ghost)
+    record = root / "devices" / "pci0000:00" / "0000:3b:00.1" / "skerry-sim-vf.json"
+    record.write_text("{not json")
+    with pytest.raises(SriovError, match=r"PF pf0 VF 0: .*skerry-sim-vf.json: unreadable"):
+        sim.read_record(pf, pf.vfs[0])
+
+
+# -- the simulated bed's names and addresses ----------------------------------------------
+
+
+def test_simbed_addresses_unique_and_config_string() -> None:
+    pfs = [SimPf("pf0", 0, 20, "fast"), SimPf("pf1", 1, 2, "slow"), SimPf("pf2", 1, 1, "fast")]
+    addresses = [pf_pci(p) for p in range(3)] + [
+        vf_pci(p, i) for p, pf in enumerate(pfs) for i in range(pf.vfs)
+    ]
+    assert len(set(addresses)) == len(addresses) == 26
+    assert (pf_pci(0), vf_pci(0, 0), vf_pci(0, 9), pf_pci(1)) == (
+        "0000:10:00.0",
+        "0000:10:01.0",
+        "0000:10:02.1",
+        "0000:11:00.0",
+    )
+    assert physnets_config(pfs) == "fast=pf0,pf2;slow=pf1"
+    assert parse_physnets(physnets_config(pfs)) == {"fast": ("pf0", "pf2"), "slow": ("pf1",)}
+
+
+@pytest.mark.parametrize(
+    ("pfs", "message"),
+    [
+        ([SimPf("pf0", 2, 1, "fast")], "NUMA node 2 is not in numa_cpus"),
+        ([SimPf("pf0", 0, 1, "averyverylongnet")], "physnet 'averyverylongnet' empty, too long"),
+        ([SimPf("pf0", 0, 1, "")], "physnet '' empty, too long"),
+        ([SimPf("pf0", 0, 1, "a=b")], "physnet 'a=b' empty, too long or not a name"),
+        ([SimPf("enp94s0f0np0x", 0, 1, "fast")], "link name 'enp94s0f0np0xv0w' is not a valid"),
+        ([SimPf("pf0", 0, 1, "a"), SimPf("pf0", 0, 1, "b")], "link name 'pf0' used twice"),
+        ([SimPf("pf0", 0, 300, "a")], "300 VFs outside 0..248"),
+    ],
+)
+def test_simbed_refuses_impossible_beds(pfs: list[SimPf], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_bed(pfs, {0: (0, 1), 1: (2, 3)})
