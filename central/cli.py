@@ -59,13 +59,25 @@ SITE_COLUMNS = (
 SERVER_COLUMNS = ("id", "name", "site", "status", "power", "flavor", "image", "reason")
 
 
+def flavor_text(f: dict[str, Any], placement: list[int] | None = None) -> str:
+    """``2c/1024M/1G``, plus what is not the default: ``dedicated 2MB numa=0,1``."""
+    parts = [f"{f['vcpus']}c/{f['ram_mb']}M/{f['disk_gb']}G"]
+    if f.get("cpu_policy", "shared") != "shared":
+        parts.append(f["cpu_policy"])
+    if f.get("mem_page_size", "small") != "small":
+        parts.append(f["mem_page_size"])
+    if placement:
+        parts.append("numa=" + ",".join(map(str, placement)))
+    elif f.get("numa_nodes", 1) > 1:
+        parts.append(f"cells={f['numa_nodes']}")
+    return " ".join(parts)
+
+
 def server_rows(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for s in servers:
-        f = s["flavor"]
-        rows.append(
-            {**s, "id": s["id"][:8], "flavor": f"{f['vcpus']}c/{f['ram_mb']}M/{f['disk_gb']}G"}
-        )
+        flavor = flavor_text(s["flavor"], s.get("numa_placement"))
+        rows.append({**s, "id": s["id"][:8], "flavor": flavor})
     return rows
 
 

@@ -19,10 +19,26 @@ log = logging.getLogger(__name__)
 # Fleet-wide settings every site receives in its document, with their defaults.
 SETTINGS_DEFAULTS: dict[str, float] = {"reconcile_interval_s": 10.0, "stop_grace_s": 5.0}
 
-SERVER_FIELDS = ("id", "name", "project_id", "vcpus", "ram_mb", "disk_gb", "image", "power")
+SERVER_FIELDS = (
+    "id",
+    "name",
+    "project_id",
+    "vcpus",
+    "ram_mb",
+    "disk_gb",
+    "image",
+    "power",
+    "cpu_policy",
+    "mem_page_size",
+    "numa_nodes",
+    "numa_placement",
+    "metadata",
+)
 
-# Observed domain state at the site -> API status.
+# Observed state at the site -> API status (anything else, or not seen: BUILD).
 STATUS_BY_STATE = {"running": "ACTIVE", "shutoff": "SHUTOFF", "error": "ERROR"}
+NETWORK_STATUS = {"active": "ACTIVE", "error": "ERROR"}
+PORT_STATUS = {"active": "ACTIVE", "down": "DOWN", "error": "ERROR"}
 
 
 def settings(store: Store) -> dict[str, float]:
@@ -51,6 +67,8 @@ def build_document(
     )
     networks, ports = network_sections(store, site)
     for server in servers:
+        server["numa_placement"] = json.loads(server["numa_placement"] or "[]")
+        server["metadata"] = json.loads(server["metadata"] or "{}")
         server["ports"] = [p["id"] for p in ports if p["server_id"] == server["id"]]
     return {
         "site": site,
@@ -77,7 +95,8 @@ def network_sections(store: Store, site: str) -> tuple[list[dict], list[dict]]:
             (net["id"],),
         )
     ports = store.query(
-        "SELECT id, network_id, mac, vnic_type, server_id FROM ports WHERE site = ? ORDER BY id",
+        "SELECT id, network_id, mac, vnic_type, server_id, numa_node FROM ports WHERE site = ? "
+        "ORDER BY id",
         (site,),
     )
     for port in ports:
@@ -149,17 +168,54 @@ def latest_document(store: Store, site: str) -> tuple[int, dict[str, Any]] | Non
 
 def server_status(observed: dict[str, Any] | None) -> tuple[str, str]:
     """API status and reason of a server from what its site observed."""
-    if observed is None:
+    return _status(observed, STATUS_BY_STATE)
+
+
+def _status(observed: Any, table: dict[str, str]) -> tuple[str, str]:
+    """API status and reason from one resource's report (anything malformed: BUILD)."""
+    if not isinstance(observed, dict):
         return "BUILD", ""
     state = observed.get("state", "")
-    return STATUS_BY_STATE.get(state, "BUILD"), str(observed.get("reason", ""))[:1000]
+    status = table.get(state, "BUILD") if isinstance(state, str) else "BUILD"
+    return status, str(observed.get("reason", ""))[:1000]
 
 
-def apply_status(store: Store, site: str, observed_generation: int, resources: dict) -> None:
-    """Fold a site's report into server records; forget servers whose deletion is done."""
-    observed = resources.get("servers")
-    if not isinstance(observed, dict):
-        observed = {}
+def _section(resources: Any, name: str) -> dict[str, Any]:
+    section = resources.get(name) if isinstance(resources, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def _binding(observed: Any) -> str | None:
+    binding = observed.get("binding") if isinstance(observed, dict) else None
+    if not isinstance(binding, dict):
+        return None
+    try:  # not central.store.dumps: a NaN from the site would make the API's JSON invalid
+        text = json.dumps(binding, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= 4000 else None
+
+
+def _apply_network_status(store: Store, site: str, resources: Any) -> None:
+    """Network and port status (BUILD until the site reports them); ports also their binding."""
+    networks = _section(resources, "networks")
+    for row in store.query("SELECT id, status, reason FROM networks WHERE site = ?", (site,)):
+        status, reason = _status(networks.get(row["id"]), NETWORK_STATUS)
+        if (status, reason) != (row["status"], row["reason"]):
+            store.db["networks"].update(row["id"], {"status": status, "reason": reason})
+    ports = _section(resources, "ports")
+    for row in store.query("SELECT id, status, reason, binding FROM ports WHERE site = ?", (site,)):
+        seen = ports.get(row["id"])
+        status, reason = _status(seen, PORT_STATUS)
+        fields = {"status": status, "reason": reason, "binding": _binding(seen)}
+        if fields != {k: row[k] for k in fields}:
+            store.db["ports"].update(row["id"], fields)
+
+
+def apply_status(store: Store, site: str, observed_generation: int, resources: Any) -> None:
+    """Fold a site's report into server, network and port records; forget servers whose
+    deletion is done. Never raises on a malformed report: what is malformed counts as unseen."""
+    observed = _section(resources, "servers")
     with store.transaction():
         rows = store.query("SELECT id, deleting, status FROM servers WHERE site = ?", (site,))
         for row in rows:
@@ -167,9 +223,10 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: d
             if row["deleting"]:
                 if seen is None:
                     store.db["servers"].delete(row["id"])
-                    # Its ports stay (a port outlives its server), detached.
+                    # Its ports stay (a port outlives its server), detached; VFs released.
                     store.conn.execute(
-                        "UPDATE ports SET server_id = NULL WHERE server_id = ?", (row["id"],)
+                        "UPDATE ports SET server_id = NULL, numa_node = NULL WHERE server_id = ?",
+                        (row["id"],),
                     )
                 continue
             if not isinstance(seen, dict):
@@ -180,4 +237,5 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: d
                 row["id"],
                 {"status": status, "reason": reason, "console": console, "updated_at": now()},
             )
+        _apply_network_status(store, site, resources)
         store.db["sites"].update(site, {"observed_generation": observed_generation})

@@ -201,8 +201,30 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["ip_allocations"].create_index(["port_id"])
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    """NUMA/EPA flavors and their placement, server metadata; network and port status.
+
+    VXLAN VNIs are unique fleet-wide from now on (the API gives them so); no
+    index enforces it, as stores from before may hold one VNI at two sites.
+    """
+    servers = db["servers"]
+    servers.add_column("cpu_policy", str, not_null_default="shared")  # shared | dedicated
+    servers.add_column("mem_page_size", str, not_null_default="small")  # small | 2MB | 1GB
+    servers.add_column("numa_nodes", int, not_null_default=1)
+    servers.add_column("numa_placement", str, not_null_default="[]")  # JSON: host node per cell
+    servers.add_column("metadata", str, not_null_default="{}")  # JSON: read by the guest at boot
+    db["networks"].add_column("status", str, not_null_default="BUILD")
+    db["networks"].add_column("reason", str, not_null_default="")
+    db["networks"].create_index(["segmentation", "segmentation_id"])
+    ports = db["ports"]
+    ports.add_column("numa_node", int)  # bound direct ports: host node of the VF; else NULL
+    ports.add_column("status", str, not_null_default="BUILD")
+    ports.add_column("reason", str, not_null_default="")
+    ports.add_column("binding", str)  # JSON as the site reported it; NULL until it does
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 class Store:

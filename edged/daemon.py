@@ -205,14 +205,15 @@ class EdgeDaemon:
         listener.setblocking(False)
         loop = asyncio.get_running_loop()
         first_client = asyncio.Event()
-        loop.add_reader(listener.fileno(), first_client.set)
+        fd = listener.fileno()
+        loop.add_reader(fd, first_client.set)
         try:
             await first_client.wait()
         except asyncio.CancelledError:
+            loop.remove_reader(fd)
             listener.close()
             raise
-        finally:
-            loop.remove_reader(listener.fileno())
+        loop.remove_reader(fd)
 
         from hypercorn.asyncio import serve
         from hypercorn.config import Config

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log_level.upper(),
         format=f"%(asctime)s %(levelname)s %(name)s [site={config.site}] %(message)s",
     )
+    # pyroute2 logs every netlink message at DEBUG (and resets its logger's level
+    # on import): keep those out of the site's log at the handler.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda r: r.levelno >= logging.INFO or not r.name.startswith("pyroute2"))
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -153,10 +153,9 @@ def plan_nics(
         if have is None or spec.id in rebuilding:
             continue
         wanted = set(spec.ports)
+        complete = have.ports - have.half_plugged
         detach += [NicAction("detach", spec.id, p) for p in sorted(have.ports - wanted)]
         attach += [
-            NicAction("attach", spec.id, p)
-            for p in spec.ports
-            if p not in have.ports and p in ready
+            NicAction("attach", spec.id, p) for p in spec.ports if p not in complete and p in ready
         ]
     return detach + attach

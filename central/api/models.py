@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from central.zap import PublicKey
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$"
 IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Server metadata reaches the guest as ``skerry.<key>=<value>`` on its kernel command line.
+MetaKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MetaValue = Annotated[str, StringConstraints(pattern=r"^[^\s\"'\\]{0,255}$")]
+META_RESERVED = frozenset({"hostname", "ip"})  # set by edged itself
+META_MAX_CHARS = 1024  # of "skerry.<key>=<value> " in all: the command line is short
 
 
 class Strict(BaseModel):
@@ -47,6 +52,15 @@ class Flavor(Strict):
     vcpus: int = Field(ge=1, le=64)
     ram_mb: int = Field(ge=64, le=262144)
     disk_gb: int = Field(ge=1, le=4096)
+    cpu_policy: Literal["shared", "dedicated"] = Field(
+        default="shared", description="dedicated: each vCPU pinned to its own host CPU."
+    )
+    mem_page_size: Literal["small", "2MB", "1GB"] = Field(
+        default="small", description="Hugepage-backed memory (whole pages per NUMA cell)."
+    )
+    numa_nodes: int = Field(
+        default=1, ge=1, le=8, description="Guest NUMA cells (at most vcpus), split evenly."
+    )
 
 
 class ServerCreate(Strict):
@@ -60,6 +74,22 @@ class ServerCreate(Strict):
         max_length=16,
         description="Ids of the project's free ports at the site, attached to the new server.",
     )
+    metadata: dict[MetaKey, MetaValue] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Read by the guest at boot (skerry.<key>=<value> on its kernel command "
+        "line): keys A-Z a-z 0-9 _ -, values without whitespace, quotes or backslashes.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _fits_the_command_line(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(META_RESERVED & set(value))
+        if reserved:
+            raise ValueError(f"key {reserved[0]!r} is set by the site itself")
+        if sum(len(f"skerry.{k}={v} ") for k, v in value.items()) > META_MAX_CHARS:
+            raise ValueError(f"metadata takes more than {META_MAX_CHARS} characters")
+        return value
 
 
 class Server(BaseModel):
@@ -68,6 +98,8 @@ class Server(BaseModel):
     site: str
     project_id: str | None = None  # the project of the token that created it
     flavor: Flavor
+    numa_placement: list[int]  # host NUMA node of each guest cell (central's choice); []: none
+    metadata: dict[str, str]
     image: str
     power: Literal["running", "stopped"]
     status: Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETING"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +23,9 @@ class NetworkCreate(Strict):
         default=None, ge=1, le=4094, description="The VLAN id (vlan only)."
     )
     physnet: str | None = Field(
-        default=None, pattern=PHYSNET, description="Physical network (provider only, required)."
+        default=None,
+        pattern=PHYSNET,
+        description="Physical network: required for provider networks, optional for tenant vlan.",
     )
     mtu: int | None = Field(
         default=None, ge=68, le=9000, description="Default 1450 for vxlan, 1500 otherwise."
@@ -66,6 +68,8 @@ class Network(BaseModel):
     physnet: str | None
     mtu: int
     subnets: list[SubnetView]
+    status: Literal["BUILD", "ACTIVE", "ERROR"]  # BUILD until the site reports the network
+    reason: str
     created_at: float
 
 
@@ -93,7 +97,10 @@ class PortCreate(Strict):
         max_length=16,
         description="Default: one address from every subnet of the network; [] for none.",
     )
-    vnic_type: Literal["normal", "direct"] = "normal"
+    vnic_type: Literal["normal", "direct"] = Field(
+        default="normal",
+        description="direct: an SR-IOV VF (networks with a physnet the site has VFs on).",
+    )
     server_id: str | None = Field(default=None, description="Attach to this server now.")
 
 
@@ -116,6 +123,10 @@ class Port(BaseModel):
     fixed_ips: list[FixedIpView]
     vnic_type: Literal["normal", "direct"]
     server_id: str | None
+    numa_node: int | None  # bound direct ports: host NUMA node of the VF (central's choice)
+    status: Literal["BUILD", "ACTIVE", "DOWN", "ERROR"]  # BUILD until the site reports the port
+    reason: str
+    binding: dict[str, Any] | None  # as the site reports it: tap or VF
     created_at: float
 
 

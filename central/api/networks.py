@@ -2,11 +2,14 @@
 
 A network lives at exactly one site (``site``). Tenant networks belong to the
 project of the token that created them: VXLAN (central gives the lowest free
-VNI of ``vxlan_vni_min``..``vxlan_vni_max``, unique per site) or VLAN (the
-caller names the id). Provider networks (cloud admin only) are a VLAN or the
-untagged (flat) ``physnet`` of the site, and every project may use them.
-Another project's tenant network is "not found". Every change publishes the
-site's next document in the same transaction.
+VNI of ``vxlan_vni_min``..``vxlan_vni_max``, unique across the fleet: sites
+may share a host, which has one VXLAN device per VNI) or VLAN (the caller names
+the id, and may name the physnet it rides on). Provider networks (cloud admin
+only) are a VLAN or the untagged (flat) ``physnet`` of the site, and every
+project may use them. A named physnet must be one the site reports, and a VLAN
+network needs a site that reports 802.1Q support (else 409). Another project's
+tenant network is "not found". Every change publishes the site's next document
+in the same transaction. ``status`` is BUILD until the site reports the network.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from central.api.network_models import (
 )
 from central.api.policy import forbidden, principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
-from central.api.sites import get_site
+from central.api.sites import get_site, placement_refusals, site_inventory
 from central.ipam import IpamError, plan_subnet
+from central.placement import check_network
 from central.store import Store, now
 
 bp = Blueprint("networks", __name__, url_prefix="/v1/networks")
@@ -88,8 +92,8 @@ def _segment(data: NetworkCreate) -> None:
         if data.segmentation == "vxlan":
             raise invalid("segmentation", "a provider network is vlan or flat")
     else:
-        if data.physnet is not None:
-            raise invalid("physnet", "a tenant network has no physnet")
+        if data.physnet is not None and data.segmentation != "vlan":
+            raise invalid("physnet", "only a tenant vlan network names a physnet")
         if data.segmentation == "flat":
             raise invalid("segmentation", "a tenant network is vxlan or vlan")
     if data.segmentation == "vlan" and data.segmentation_id is None:
@@ -99,12 +103,13 @@ def _segment(data: NetworkCreate) -> None:
         raise invalid("segmentation_id", f"segmentation_id is not given for {why}")
 
 
-def _free_vni(store: Store, site: str) -> int:
+def _free_vni(store: Store) -> int:
+    """The lowest VNI of the range no site uses."""
     lo, hi = services().config.vxlan_vni_min, services().config.vxlan_vni_max
     used = store.conn.execute(
-        "SELECT segmentation_id FROM networks WHERE site = ? AND segmentation = 'vxlan' "
+        "SELECT DISTINCT segmentation_id FROM networks WHERE segmentation = 'vxlan' "
         "AND segmentation_id BETWEEN ? AND ? ORDER BY segmentation_id",
-        (site, lo, hi),
+        (lo, hi),
     )
     candidate = lo
     for (vni,) in used:
@@ -112,7 +117,7 @@ def _free_vni(store: Store, site: str) -> int:
             break
         candidate += 1
     if candidate > hi:
-        raise conflict(f"no free VNI at site {site!r}", field="segmentation_id")
+        raise conflict(f"no free VNI in {lo}..{hi}", field="segmentation_id")
     return candidate
 
 
@@ -149,8 +154,10 @@ async def create_network(data: NetworkCreate):  # type: ignore[no-untyped-def]
     network_id = str(uuid.uuid4())
     physnet = data.physnet or ""
     with site_change(data.site) as store:
+        with placement_refusals():
+            check_network(site_inventory(store, data.site), data.segmentation, data.physnet)
         _check_taken(store, data, physnet)
-        seg_id = _free_vni(store, data.site) if data.segmentation == "vxlan" else None
+        seg_id = _free_vni(store) if data.segmentation == "vxlan" else None
         store.db["networks"].insert(
             {
                 "id": network_id,

@@ -7,6 +7,11 @@ are named. ``ip_allocations``' primary key (subnet, address) means no address
 is ever given twice; deleting the port releases them. Another project's port is
 "not found". Every change publishes the site's next document in the same
 transaction.
+
+A ``direct`` port (an SR-IOV VF) needs a network with a physnet the site
+reports VFs on. Bound to a server it takes a VF's NUMA node (``numa_node``,
+chosen by :mod:`central.placement`: one of the server's nodes when it has a
+placement); detaching releases it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from central.api.network_models import FixedIp, Port, PortAttach, PortCreate, Po
 from central.api.networks import get_network, invalid, refused
 from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
+from central.api.sites import placement_refusals, site_books, site_inventory
 from central.ipam import IpamError, fixed_address, in_subnet, lowest_free, normal_mac, random_mac
+from central.placement import check_sriov, place_port
 from central.store import Store, now
 
 bp = Blueprint("ports", __name__, url_prefix="/v1/ports")
@@ -47,6 +54,10 @@ def port_view(row: dict[str, Any]) -> dict[str, Any]:
         "fixed_ips": ips,
         "vnic_type": row["vnic_type"],
         "server_id": row["server_id"],
+        "numa_node": row["numa_node"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "binding": json.loads(row["binding"]) if row["binding"] else None,
         "created_at": row["created_at"],
     }
 
@@ -60,10 +71,10 @@ def get_port(port_id: str) -> dict[str, Any]:
     return row
 
 
-def check_server(store: Store, server_id: str, project_id: str, site: str) -> None:
+def check_server(store: Store, server_id: str, project_id: str, site: str) -> dict[str, Any]:
     """The server a port attaches to: same project, same site, not being deleted (else 409)."""
     server = store.one(
-        "SELECT site FROM servers WHERE id = ? AND project_id = ? AND deleting = 0",
+        "SELECT site, numa_placement FROM servers WHERE id = ? AND project_id = ? AND deleting = 0",
         (server_id, project_id),
     )
     if server is None:
@@ -75,6 +86,28 @@ def check_server(store: Store, server_id: str, project_id: str, site: str) -> No
             f"server {server_id!r} is at site {server['site']!r}, the network at {site!r}",
             field="server_id",
         )
+    return server
+
+
+def check_direct(store: Store, network: dict[str, Any]) -> None:
+    """A direct port's network has a physnet, and its site reports VFs on it (else 409)."""
+    if not network["physnet"]:
+        raise conflict(
+            f"vnic_type 'direct' needs a network with a physnet; network {network['id']!r} "
+            f"({network['kind']} {network['segmentation']}) has none",
+            field="vnic_type",
+        )
+    with placement_refusals():
+        check_sriov(site_inventory(store, network["site"]), network["physnet"], "vnic_type")
+
+
+def bind_vf(store: Store, port_id: str, physnet: str, server: dict[str, Any]) -> None:
+    """Give a direct port bound to ``server`` the NUMA node of a free VF (else 409)."""
+    with placement_refusals():
+        node = place_port(
+            site_books(store, server["site"]), physnet, json.loads(server["numa_placement"])
+        )
+    store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))
 
 
 def _requests(
@@ -166,8 +199,12 @@ async def create_port(data: PortCreate):  # type: ignore[no-untyped-def]
     project_id = principal().project_id
     port_id = str(uuid.uuid4())
     with site_change(network["site"]) as store:
+        direct = data.vnic_type == "direct"
+        if direct:
+            check_direct(store, network)
+        server = None
         if data.server_id is not None:
-            check_server(store, data.server_id, project_id, network["site"])
+            server = check_server(store, data.server_id, project_id, network["site"])
         mac = _mac(store, data.mac_address)
         store.db["ports"].insert(
             {
@@ -183,6 +220,8 @@ async def create_port(data: PortCreate):  # type: ignore[no-untyped-def]
             }
         )
         _allocate(store, port_id, network["id"], data.fixed_ips)
+        if direct and server is not None:
+            bind_vf(store, port_id, network["physnet"], server)
     set_audit_target(f"port_id={port_id}")
     return port_view(get_port(port_id)), 201
 
@@ -229,7 +268,8 @@ async def delete_port(port_id: str):  # type: ignore[no-untyped-def]
 @validate_response(Error, 404)
 @validate_response(Error, 409)
 async def attach_port(port_id: str, data: PortAttach):  # type: ignore[no-untyped-def]
-    """Attach the port to a server of its project at its network's site."""
+    """Attach the port to a server of its project at its network's site (a direct port: on a
+    free VF on one of the server's NUMA nodes)."""
     row = get_port(port_id)
     if row["server_id"] == data.server_id:
         return port_view(row)
@@ -239,8 +279,12 @@ async def attach_port(port_id: str, data: PortAttach):  # type: ignore[no-untype
             field="server_id",
         )
     with site_change(row["site"]) as store:
-        check_server(store, data.server_id, row["project_id"], row["site"])
+        server = check_server(store, data.server_id, row["project_id"], row["site"])
         store.conn.execute("UPDATE ports SET server_id = ? WHERE id = ?", (data.server_id, port_id))
+        if row["vnic_type"] == "direct":
+            network = dict(store.db["networks"].get(row["network_id"]))
+            check_direct(store, network)
+            bind_vf(store, port_id, network["physnet"], server)
     return port_view(get_port(port_id))
 
 
@@ -249,9 +293,11 @@ async def attach_port(port_id: str, data: PortAttach):  # type: ignore[no-untype
 @validate_response(Port)
 @validate_response(Error, 404)
 async def detach_port(port_id: str):  # type: ignore[no-untyped-def]
-    """Detach the port from its server (nothing to do when it is not attached)."""
+    """Detach the port from its server, releasing its VF (nothing to do when not attached)."""
     row = get_port(port_id)
     if row["server_id"] is not None:
         with site_change(row["site"]) as store:
-            store.conn.execute("UPDATE ports SET server_id = NULL WHERE id = ?", (port_id,))
+            store.conn.execute(
+                "UPDATE ports SET server_id = NULL, numa_node = NULL WHERE id = ?", (port_id,)
+            )
     return port_view(get_port(port_id))

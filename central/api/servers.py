@@ -3,10 +3,17 @@
 A server belongs to the project of the token that created it. Callers see the
 servers of their token's project only (a cloud admin sees all); another
 project's server is "not found", so its existence does not leak.
+
+A server whose flavor pins CPUs, uses hugepages or asks for several NUMA cells,
+or that gets ``direct`` ports at creation, is placed on host NUMA nodes by
+:mod:`central.placement` against its site's books; the choice
+(``numa_placement``, each direct port's ``numa_node``) is stored with it, so it
+stays stable, and a refusal (409) leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -14,11 +21,13 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from central.api.errors import conflict, not_found
-from central.api.models import Error, Server, ServerCreate, ServerList
+from central.api.models import Error, Flavor, Server, ServerCreate, ServerList
+from central.api.networks import invalid
 from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
-from central.api.sites import get_site
-from central.store import Store, now
+from central.api.sites import get_site, placement_refusals, site_books
+from central.placement import Shape, flavor_problem, place_server
+from central.store import Store, dumps, now
 
 bp = Blueprint("servers", __name__, url_prefix="/v1/servers")
 
@@ -30,7 +39,9 @@ def server_view(row: dict[str, Any]) -> dict[str, Any]:
         "name": row["name"],
         "site": row["site"],
         "project_id": row["project_id"],
-        "flavor": {"vcpus": row["vcpus"], "ram_mb": row["ram_mb"], "disk_gb": row["disk_gb"]},
+        "flavor": {name: row[name] for name in Flavor.model_fields},
+        "numa_placement": json.loads(row["numa_placement"]),
+        "metadata": json.loads(row["metadata"]),
         "image": row["image"],
         "power": row["power"],
         "status": "DELETING" if row["deleting"] else row["status"],
@@ -56,11 +67,18 @@ def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
         store.db["servers"].update(server_id, {**fields, "updated_at": now()})
 
 
-def _attach_ports(store: Store, server_id: str, site: str, port_ids: list[str]) -> None:
-    """Attach the named ports: the project's own, at the server's site, not attached (else 409)."""
+def _attach_ports(
+    store: Store, server_id: str, site: str, port_ids: list[str]
+) -> list[tuple[str, str]]:
+    """Attach the named ports: the project's own, at the server's site, not attached (else 409).
+
+    Returns (port id, physnet) of the ``direct`` ones, in order: they need VFs.
+    """
+    direct = []
     for port_id in dict.fromkeys(port_ids):
         port = store.one(
-            "SELECT site, server_id FROM ports WHERE id = ? AND project_id = ?",
+            "SELECT p.site, p.server_id, p.vnic_type, n.physnet FROM ports p "
+            "JOIN networks n ON n.id = p.network_id WHERE p.id = ? AND p.project_id = ?",
             (port_id, principal().project_id),
         )
         if port is None:
@@ -70,16 +88,37 @@ def _attach_ports(store: Store, server_id: str, site: str, port_ids: list[str]) 
         if port["server_id"] is not None:
             raise conflict(f"port {port_id!r} is attached to another server", field="ports")
         store.conn.execute("UPDATE ports SET server_id = ? WHERE id = ?", (server_id, port_id))
+        if port["vnic_type"] == "direct":
+            direct.append((port_id, port["physnet"]))
+    return direct
+
+
+def _shape(flavor: Flavor) -> Shape:
+    """The flavor as placement sees it; 400 naming the field when it cannot be split in cells."""
+    shape = Shape(
+        vcpus=flavor.vcpus,
+        ram_mb=flavor.ram_mb,
+        cpu_policy=flavor.cpu_policy,
+        mem_page_size=flavor.mem_page_size,
+        numa_nodes=flavor.numa_nodes,
+    )
+    problem = flavor_problem(shape)
+    if problem is not None:
+        raise invalid(f"flavor.{problem[0]}", problem[1])
+    return shape
 
 
 @bp.post("")
 @writer
 @validate_request(ServerCreate)
 @validate_response(Server, 202)
+@validate_response(Error, 400)
 @validate_response(Error, 404)
 @validate_response(Error, 409)
 async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
-    """Create a server at a site; it reaches the site with the next document."""
+    """Create a server at a site (placed on NUMA nodes when it needs it); it reaches the
+    site with the next document."""
+    shape = _shape(data.flavor)
     get_site(data.site)
     server_id = str(uuid.uuid4())
     stamp = now()
@@ -93,12 +132,18 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 **data.flavor.model_dump(),
                 "image": data.image,
                 "power": data.power,
+                "metadata": dumps(data.metadata),
                 "status": "BUILD",
                 "created_at": stamp,
                 "updated_at": stamp,
             }
         )
-        _attach_ports(store, server_id, data.site, data.ports)
+        direct = _attach_ports(store, server_id, data.site, data.ports)
+        with placement_refusals():
+            choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
+        store.db["servers"].update(server_id, {"numa_placement": dumps(choice.numa_placement)})
+        for (port_id, _), node in zip(direct, choice.port_nodes, strict=True):
+            store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))
     set_audit_target(f"server_id={server_id}")
     return server_view(get_server(server_id)), 202
 

@@ -1,19 +1,22 @@
-"""/v1/sites: register sites and show what they report."""
+"""/v1/sites: register sites and show what they report; their books for placement."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from central.api.errors import ApiError, not_found
+from central.api.errors import ApiError, conflict, not_found
 from central.api.models import Error, Site, SiteCreate, SiteList
 from central.api.policy import cloud_admin
 from central.api.services import services, site_change
 from central.api.site_keys import key_not_taken
-from central.store import now
+from central.placement import Books, Placed, Refused, Shape, SiteInventory, parse_inventory
+from central.store import Store, now
 
 bp = Blueprint("sites", __name__, url_prefix="/v1/sites")
 
@@ -35,6 +38,56 @@ def get_site(name: str) -> dict[str, Any]:
 
 def _exists(name: str) -> bool:
     return services().store.db["sites"].count_where("name = ?", [name]) > 0
+
+
+def site_inventory(store: Store, site: str) -> SiteInventory:
+    """What ``site`` last reported of its NUMA nodes, VFs, physnets and network support."""
+    row = store.one("SELECT inventory FROM sites WHERE name = ?", (site,))
+    try:
+        raw = json.loads(row["inventory"] or "{}") if row else {}
+    except ValueError:
+        raw = {}
+    return parse_inventory(site, raw)
+
+
+def shape_of(row: dict[str, Any]) -> Shape:
+    """The placement-relevant flavor of a server record."""
+    return Shape(
+        vcpus=row["vcpus"],
+        ram_mb=row["ram_mb"],
+        cpu_policy=row["cpu_policy"],
+        mem_page_size=row["mem_page_size"],
+        numa_nodes=row["numa_nodes"],
+    )
+
+
+def site_books(store: Store, site: str) -> Books:
+    """The site's inventory and what central promised from it: placed servers, bound VFs."""
+    servers = [
+        Placed(shape_of(r), tuple(json.loads(r["numa_placement"])))
+        for r in store.query(
+            "SELECT * FROM servers WHERE site = ? AND numa_placement != '[]'", (site,)
+        )
+    ]
+    vfs = [
+        (r["physnet"], r["numa_node"])
+        for r in store.query(
+            "SELECT n.physnet, p.numa_node FROM ports p JOIN networks n ON n.id = p.network_id "
+            "WHERE p.site = ? AND p.vnic_type = 'direct' AND p.server_id IS NOT NULL "
+            "AND p.numa_node IS NOT NULL",
+            (site,),
+        )
+    ]
+    return Books(site_inventory(store, site), servers, vfs)
+
+
+@contextlib.contextmanager
+def placement_refusals() -> Iterator[None]:
+    """A placement refusal leaves as 409 naming its field."""
+    try:
+        yield
+    except Refused as exc:
+        raise conflict(exc.message, field=exc.field) from None
 
 
 @bp.post("")

@@ -136,8 +136,10 @@ class ObservedServer:
     id: str
     state: ObservedState
     build_hash: str
-    # Port ids of the NICs in the domain's persistent definition.
+    # Port ids of the NICs in the domain's persistent or live definition.
     ports: frozenset[str] = field(default_factory=frozenset)
+    # Those in one definition only: a hot-plug or unplug the guest has not completed.
+    half_plugged: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)

@@ -245,9 +245,12 @@ class LibvirtCompute(ComputeDriver):
     # --- ComputeDriver ----------------------------------------------------------
 
     def list_owned(self) -> dict[str, ObservedServer]:
-        """Servers this site owns, by server id; ports from the persistent definition.
+        """Servers this site owns, by server id, with the NICs of both their definitions.
 
-        One ``XMLDesc`` (ownership and NIC aliases) and one ``state`` per domain.
+        One ``XMLDesc`` of the persistent definition (ownership and NIC aliases)
+        and one ``state`` per domain, plus the live ``XMLDesc`` of running ones:
+        a NIC whose hot-plug or unplug the guest has not completed yet is in one
+        definition only, and is reported as ``half_plugged`` so it is retried.
         """
         with self._op(_ANY, "list domains"):
             owned: dict[str, ObservedServer] = {}
@@ -258,6 +261,10 @@ class LibvirtCompute(ComputeDriver):
                     if owner is None or owner.site != self.site:
                         continue
                     state, reason = dom.state()
+                    ports = frozenset(nic_port_ids(xml))
+                    live = ports
+                    if dom.isActive():
+                        live = frozenset(nic_port_ids(dom.XMLDesc(0)))
                 except libvirt.libvirtError as exc:
                     if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                         continue  # vanished while we looked
@@ -266,7 +273,8 @@ class LibvirtCompute(ComputeDriver):
                     id=owner.id,
                     state=map_state(state, reason),
                     build_hash=owner.build,
-                    ports=frozenset(nic_port_ids(xml)),
+                    ports=ports | live,
+                    half_plugged=ports ^ live,
                 )
             return owned
 

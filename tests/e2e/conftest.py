@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from central.localcluster import REPO, LocalCluster, purge_site_domains
+from tests.e2e.net_support import purge_site_links
 from tests.e2e.support import URI
 
 IMAGE_DIR = REPO / "images" / "build"
@@ -59,5 +60,8 @@ def cluster(real_libvirt: None, tmp_path: Path, sites: list[str]) -> Iterator[Lo
     finally:
         c.close()
         purge_site_domains(URI, sites)
+        leftovers = purge_site_links(sites)
+        if leftovers:
+            print(f"removed links the sites left behind: {leftovers}")
         for name in ("central", *sites):
             print(f"--- {name}.log (tail) ---\n{c.log_tail(name, 15)}")

@@ -10,8 +10,9 @@ import pytest
 from quart import Quart
 
 from central import orchestrator
-from central.store import Store, now
+from central.store import MIGRATIONS, Store, dumps, now
 from tests.unit.identity_support import FLAVOR, admin_client
+from tests.unit.network_api_support import inventory
 
 
 @pytest.fixture
@@ -40,6 +41,9 @@ def assert_error(body: Any, code: str | None = None) -> dict[str, Any]:
 
 def fields_named(err: dict[str, Any]) -> list[str]:
     return [f["field"] for f in err["details"].get("fields", [])]
+
+
+EPA_DEFAULTS = {"cpu_policy": "shared", "mem_page_size": "small", "numa_nodes": 1}
 
 
 async def make_site(client, name: str = "edge-a") -> dict[str, Any]:
@@ -112,7 +116,8 @@ async def test_server_create_202_build(client, app: Quart) -> None:
     server = await make_server(client, power="stopped")
     assert server["status"] == "BUILD"
     assert server["power"] == "stopped"
-    assert server["flavor"] == FLAVOR
+    assert server["flavor"] == {**FLAVOR, **EPA_DEFAULTS}
+    assert server["numa_placement"] == [] and server["metadata"] == {}
     assert server["site"] == "edge-a"
     assert server["project_id"] == store(app).one("SELECT id FROM projects")["id"]
     assert await generation(client) == 2
@@ -136,9 +141,20 @@ async def test_server_create_202_build(client, app: Quart) -> None:
             "disk_gb": 1,
             "image": "tiny",
             "power": "stopped",
+            **EPA_DEFAULTS,
+            "numa_placement": [],
+            "metadata": {},
             "ports": [],
         }
     ]
+
+
+async def test_server_metadata_reaches_the_document(client, app: Quart) -> None:
+    await make_site(client)
+    server = await make_server(client, metadata={"ping": "10.0.0.1,10.0.0.2", "role": "upf"})
+    assert server["metadata"] == {"ping": "10.0.0.1,10.0.0.2", "role": "upf"}
+    _gen, doc = orchestrator.latest_document(store(app), "edge-a")
+    assert doc["servers"][0]["metadata"] == {"ping": "10.0.0.1,10.0.0.2", "role": "upf"}
 
 
 async def test_server_unknown_site_404(client, app: Quart) -> None:
@@ -160,14 +176,47 @@ VALID = {"name": "vm1", "site": "edge-a", "flavor": FLAVOR, "image": "tiny"}
         ({k: v for k, v in VALID.items() if k != "flavor"}, "flavor"),
         ({**VALID, "flavor": {**FLAVOR, "vcpus": 0}}, "flavor.vcpus"),
         ({**VALID, "flavor": {**FLAVOR, "gpus": 1}}, "flavor.gpus"),
+        ({**VALID, "flavor": {**FLAVOR, "cpu_policy": "isolated"}}, "flavor.cpu_policy"),
+        ({**VALID, "flavor": {**FLAVOR, "mem_page_size": "4KB"}}, "flavor.mem_page_size"),
+        ({**VALID, "flavor": {**FLAVOR, "numa_nodes": 0}}, "flavor.numa_nodes"),
+        ({**VALID, "flavor": {**FLAVOR, "vcpus": 16, "numa_nodes": 9}}, "flavor.numa_nodes"),
+        # Every NUMA cell needs a vCPU of its own.
+        ({**VALID, "flavor": {**FLAVOR, "vcpus": 2, "numa_nodes": 3}}, "flavor.numa_nodes"),
+        # Hugepages: whole pages in every cell.
+        ({**VALID, "flavor": {**FLAVOR, "ram_mb": 129, "mem_page_size": "2MB"}}, "flavor.ram_mb"),
+        (
+            {**VALID, "flavor": {**FLAVOR, "ram_mb": 1536, "mem_page_size": "1GB"}},
+            "flavor.ram_mb",
+        ),
+        (
+            {
+                **VALID,
+                "flavor": {
+                    **FLAVOR,
+                    "vcpus": 2,
+                    "ram_mb": 3072,
+                    "mem_page_size": "1GB",
+                    "numa_nodes": 2,
+                },
+            },
+            "flavor.ram_mb",  # three pages, but 1.5 per cell
+        ),
         ({**VALID, "colour": "red"}, "colour"),
         ({**VALID, "power": "paused"}, "power"),
+        ({**VALID, "metadata": {"ping": "a b"}}, "metadata.ping"),
+        ({**VALID, "metadata": {"ping": 'say"hi"'}}, "metadata.ping"),
+        ({**VALID, "metadata": {"ping": 5}}, "metadata.ping"),
+        ({**VALID, "metadata": {"bad key": "x"}}, "metadata.bad key.[key]"),
+        ({**VALID, "metadata": {"hostname": "evil"}}, "metadata"),
+        ({**VALID, "metadata": {f"k{i}": "v" * 200 for i in range(6)}}, "metadata"),
+        ({**VALID, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({**VALID, "image": "../etc"}, "image"),
         ([VALID], "(body)"),
     ],
 )
 async def test_server_invalid_body_400(client, app: Quart, body: Any, field: str) -> None:
     await make_site(client)
+    store(app).db["sites"].update("edge-a", {"inventory": dumps(inventory())})
     resp = await client.post("/v1/servers", json=body)
     assert resp.status_code == 400
     err = assert_error(await resp.get_json(), "invalid_request")
@@ -392,4 +441,32 @@ def test_publish_prunes_old_generations(tmp_path: Path) -> None:
     gens = [r["generation"] for r in st.query("SELECT generation FROM desired_docs")]
     assert sorted(gens) == [4, 5, 6]
     assert orchestrator.publish(st, "edge-a", keep=3, floor=100)[0] == 101
+    st.close()
+
+
+def test_migration_v4_keeps_servers_with_default_epa(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlite_utils
+
+    path = tmp_path / "central.db"
+    conn = sqlite3.connect(str(path))
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:3]:
+        step(db)
+    conn.execute("PRAGMA user_version=3")
+    db["sites"].insert({"name": "edge-a", "created_at": now()})
+    db["servers"].insert(server_row("s1", "edge-a"))
+    conn.commit()
+    conn.close()
+    st = Store(path)
+    assert st.schema_version == len(MIGRATIONS) >= 4
+    row = st.one("SELECT * FROM servers")
+    assert (row["cpu_policy"], row["mem_page_size"], row["numa_nodes"]) == ("shared", "small", 1)
+    assert row["numa_placement"] == "[]"
+    with st.transaction():
+        orchestrator.publish(st, "edge-a")
+    server = orchestrator.latest_document(st, "edge-a")[1]["servers"][0]
+    assert server["numa_placement"] == [] and server["cpu_policy"] == "shared"
+    assert server["metadata"] == {}
     st.close()

@@ -1,12 +1,16 @@
-"""/v1/networks and their subnets through the real app: segmentation, VNIs, subnets, documents."""
+"""/v1/networks and their subnets through the real app: segmentation, VNIs, subnets, documents,
+what the site's inventory allows, and status as the site reports it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.unit.identity_support import make_app, ok
+from central import orchestrator
+from tests.unit.identity_support import make_app, ok, store_of
+from tests.unit.network_api_support import inventory, report_inventory
 from tests.unit.network_support import (
     Cloud,
     document,
@@ -22,31 +26,37 @@ from tests.unit.network_support import (
 async def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     app = make_app(tmp_path, monkeypatch, vxlan_vni_min=5000, vxlan_vni_max=5002)
     async with app.test_app():
-        yield await make_cloud(app)
+        made = await make_cloud(app)
+        for site in ("edge-a", "edge-b"):
+            report_inventory(app, site, inventory())
+        yield made
 
 
-async def test_tenant_vxlan_gets_lowest_free_vni_per_site(cloud: Cloud) -> None:
+async def test_tenant_vxlan_gets_lowest_free_vni_fleet_wide(cloud: Cloud) -> None:
     first = await network(cloud.member, name="n1")
     assert first["kind"] == "tenant" and first["segmentation"] == "vxlan"
     assert first["segmentation_id"] == 5000 and first["mtu"] == 1450
     assert first["physnet"] is None and first["subnets"] == []
+    assert first["status"] == "BUILD" and first["reason"] == ""
     second = await network(cloud.other, name="n2")
     assert second["segmentation_id"] == 5001
+    # Sites may share a host (one VXLAN device per VNI there): unique across sites too.
     elsewhere = await network(cloud.member, name="n3", site="edge-b")
-    assert elsewhere["segmentation_id"] == 5000  # unique per site
+    assert elsewhere["segmentation_id"] == 5002
     resp = await cloud.member.delete(f"/v1/networks/{first['id']}")
     assert resp.status_code == 204
-    again = await network(cloud.member, name="n4")
+    again = await network(cloud.member, name="n4", site="edge-b")
     assert again["segmentation_id"] == 5000  # the freed VNI is given again
-    await network(cloud.member, name="n5")
-    await refused(
-        cloud.member,
-        "POST",
-        "/v1/networks",
-        409,
-        "segmentation_id",
-        json={"name": "n6", "site": "edge-a"},
-    )
+    for site in ("edge-a", "edge-b"):
+        body = await refused(
+            cloud.member,
+            "POST",
+            "/v1/networks",
+            409,
+            "segmentation_id",
+            json={"name": "n6", "site": site},
+        )
+        assert body["error"]["message"] == "no free VNI in 5000..5002"
 
 
 async def test_tenant_vlan_and_provider_networks(cloud: Cloud) -> None:
@@ -79,7 +89,7 @@ async def test_tenant_vlan_and_provider_networks(cloud: Cloud) -> None:
         ({"segmentation": "vlan"}, "segmentation_id", 400),
         ({"segmentation_id": 7}, "segmentation_id", 400),  # vxlan: central chooses
         ({"segmentation": "flat"}, "segmentation", 400),
-        ({"physnet": "phys0"}, "physnet", 400),
+        ({"physnet": "phys0"}, "physnet", 400),  # vxlan
         ({"mtu": 67}, "mtu", 400),
         ({"mtu": 9001}, "mtu", 400),
         ({"kind": "provider", "segmentation": "flat", "physnet": "phys0"}, None, 403),
@@ -294,3 +304,157 @@ async def test_document_sections_and_one_generation_per_change(cloud: Cloud) -> 
     assert (await cloud.member.delete(f"/v1/networks/{net['id']}")).status_code == 204
     gen4, doc = document(cloud.app)
     assert gen4 == gen2 + 2 and doc["networks"] == []
+
+
+# -- what the site's inventory allows --------------------------------------------------------
+
+
+async def test_tenant_vlan_may_name_a_physnet_the_site_has(cloud: Cloud) -> None:
+    net = await network(cloud.member, segmentation="vlan", segmentation_id=30, physnet="fast")
+    assert net["physnet"] == "fast"
+    _, doc = document(cloud.app)
+    assert doc["networks"][0]["physnet"] == "fast"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (
+            {"kind": "provider", "segmentation": "flat", "physnet": "phys9"},
+            "physnet",
+            "site edge-a has no physnet 'phys9' (it has: fast, phys0)",
+        ),
+        (
+            {"kind": "provider", "segmentation": "vlan", "segmentation_id": 7, "physnet": "x"},
+            "physnet",
+            "site edge-a has no physnet 'x' (it has: fast, phys0)",
+        ),
+        (
+            {"segmentation": "vlan", "segmentation_id": 7, "physnet": "phys9"},
+            "physnet",
+            "site edge-a has no physnet 'phys9' (it has: fast, phys0)",
+        ),
+    ],
+)
+async def test_physnet_the_site_lacks_409(
+    cloud: Cloud, body: dict[str, Any], field: str, message: str
+) -> None:
+    refusal = await refused(
+        cloud.admin,
+        "POST",
+        "/v1/networks",
+        409,
+        field,
+        json={"name": "p", "site": "edge-a", **body},
+    )
+    assert refusal["error"]["message"] == message
+
+
+async def test_vlan_at_a_site_without_8021q_409(cloud: Cloud) -> None:
+    reason = "kernel has no 802.1Q VLAN support"
+    report_inventory(cloud.app, "edge-a", inventory(vlan=False, vlan_reason=reason))
+    for client, body in [
+        (cloud.member, {"segmentation": "vlan", "segmentation_id": 5}),
+        (
+            cloud.admin,
+            {"kind": "provider", "segmentation": "vlan", "segmentation_id": 5, "physnet": "phys0"},
+        ),
+    ]:
+        refusal = await refused(
+            client,
+            "POST",
+            "/v1/networks",
+            409,
+            "segmentation",
+            json={"name": "v", **body, "site": "edge-a"},
+        )
+        assert refusal["error"]["message"] == f"site edge-a cannot carry VLAN networks: {reason}"
+    # Flat and VXLAN need no 802.1Q.
+    await network(cloud.admin, kind="provider", segmentation="flat", physnet="phys0")
+    await network(cloud.member)
+
+
+async def test_site_that_never_reported_409(cloud: Cloud) -> None:
+    report_inventory(cloud.app, "edge-b", {})
+    for client, body, field, message in [
+        (
+            cloud.admin,
+            {"kind": "provider", "segmentation": "flat", "physnet": "phys0"},
+            "physnet",
+            "site edge-b has not reported its physnets yet",
+        ),
+        (
+            cloud.member,
+            {"segmentation": "vlan", "segmentation_id": 5},
+            "segmentation",
+            "site edge-b has not reported its VLAN support yet",
+        ),
+    ]:
+        refusal = await refused(
+            client, "POST", "/v1/networks", 409, field, json={"name": "n", "site": "edge-b", **body}
+        )
+        assert refusal["error"]["message"] == message
+    assert (await network(cloud.member, site="edge-b"))["segmentation"] == "vxlan"
+
+
+# -- status as the site reports it -----------------------------------------------------------
+
+
+async def test_status_folds_network_reports(cloud: Cloud) -> None:
+    store = store_of(cloud.app)
+    up = await network(cloud.member, name="up")
+    bad = await network(cloud.member, name="bad")
+    await network(cloud.member, name="unseen", segmentation="vlan", segmentation_id=5)
+    far = await network(cloud.member, name="far", site="edge-b")
+    orchestrator.apply_status(
+        store,
+        "edge-a",
+        3,
+        {
+            "servers": {},
+            "networks": {
+                up["id"]: {"state": "active", "reason": ""},
+                bad["id"]: {"state": "error", "reason": "name taken by a link that is not ours"},
+                far["id"]: {"state": "active"},  # another site's network: not this report's
+            },
+        },
+    )
+    shown = {n["name"]: n for n in (await ok(await cloud.member.get("/v1/networks")))["networks"]}
+    assert (shown["up"]["status"], shown["up"]["reason"]) == ("ACTIVE", "")
+    assert shown["bad"]["status"] == "ERROR"
+    assert shown["bad"]["reason"] == "name taken by a link that is not ours"
+    assert shown["unseen"]["status"] == "BUILD" and shown["far"]["status"] == "BUILD"
+    # Seen no longer: back to BUILD.
+    orchestrator.apply_status(store, "edge-a", 4, {"servers": {}, "networks": {}})
+    one = await ok(await cloud.member.get(f"/v1/networks/{up['id']}"))
+    assert one["status"] == "BUILD"
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {},
+        {"networks": None, "ports": None},
+        {"networks": [], "ports": "nope"},
+        {"networks": {"x": 1}, "ports": {"y": [1, 2]}},
+        {"networks": {"ID": "active"}},
+        {"networks": {"ID": {"state": ["active"], "reason": {"a": 1}}}},
+        {"networks": {"ID": {"state": None}}},
+        {"servers": [1], "networks": {"ID": {"state": "exploded"}}},
+        [],
+        None,
+    ],
+)
+async def test_status_garbage_never_raises(cloud: Cloud, resources: Any) -> None:
+    net = await network(cloud.member)
+    if isinstance(resources, dict) and "ID" in str(resources.get("networks")):
+        resources = {**resources, "networks": {net["id"]: resources["networks"]["ID"]}}
+    orchestrator.apply_status(store_of(cloud.app), "edge-a", 5, resources)
+    shown = await ok(await cloud.member.get(f"/v1/networks/{net['id']}"))
+    assert shown["status"] == "BUILD" and isinstance(shown["reason"], str)
+    assert (
+        store_of(cloud.app).one("SELECT observed_generation FROM sites WHERE name = 'edge-a'")[
+            "observed_generation"
+        ]
+        == 5
+    )

@@ -1,4 +1,5 @@
-"""/v1/ports through the real app: MACs, IPAM, attach/detach, and the site's document."""
+"""/v1/ports through the real app: MACs, IPAM, attach/detach, direct ports' VFs, status,
+and the site's document."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from central import orchestrator
 from tests.unit.identity_support import FLAVOR, dump, make_app, ok, store_of
+from tests.unit.network_api_support import inventory, report_inventory
 from tests.unit.network_support import (
     Cloud,
     document,
@@ -23,7 +26,24 @@ from tests.unit.network_support import (
 async def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     app = make_app(tmp_path, monkeypatch)
     async with app.test_app():
-        yield await make_cloud(app)
+        made = await make_cloud(app)
+        for site in ("edge-a", "edge-b"):
+            report_inventory(app, site, inventory())  # VFs: physnet fast, 2 on each of 2 nodes
+        yield made
+
+
+async def fast_network(cloud: Cloud, site: str = "edge-a") -> dict[str, Any]:
+    """A provider VLAN network on physnet ``fast`` (the site's SR-IOV physnet), with a subnet."""
+    net = await network(
+        cloud.admin,
+        site=site,
+        kind="provider",
+        segmentation="vlan",
+        segmentation_id=40,
+        physnet="fast",
+    )
+    await subnet(cloud.admin, net["id"], "10.40.0.0/24")
+    return await ok(await cloud.member.get(f"/v1/networks/{net['id']}"))
 
 
 async def server(client: Any, site: str = "edge-a", name: str = "vm1") -> dict[str, Any]:
@@ -46,6 +66,7 @@ async def test_port_gets_mac_and_one_address_per_subnet(cloud: Cloud) -> None:
         {"subnet_id": s6["id"], "ip_address": "fd00::2"},
     ]
     assert p["vnic_type"] == "normal" and p["server_id"] is None and p["site"] == "edge-a"
+    assert (p["status"], p["reason"], p["binding"], p["numa_node"]) == ("BUILD", "", None, None)
     second = await port(cloud.member, net["id"], fixed_ips=[{"subnet_id": s4["id"]}])
     assert ips(second) == ["10.0.0.3"]
     assert second["mac_address"] != p["mac_address"]
@@ -54,10 +75,8 @@ async def test_port_gets_mac_and_one_address_per_subnet(cloud: Cloud) -> None:
         net["id"],
         mac_address="02:AA:bb:cc:dd:ee",
         fixed_ips=[{"ip_address": "10.0.0.200"}],
-        vnic_type="direct",
     )
     assert given["mac_address"] == "02:aa:bb:cc:dd:ee" and ips(given) == ["10.0.0.200"]
-    assert given["vnic_type"] == "direct"
     none = await port(cloud.member, net["id"], fixed_ips=[])
     assert none["fixed_ips"] == []
     listed = await ok(await cloud.member.get("/v1/ports"))
@@ -121,6 +140,7 @@ async def test_never_the_same_address_twice_even_in_the_store(tmp_path: Path) ->
         ({"mac_address": "fa:16:3e:00:00"}, "mac_address", 400, "not a MAC"),
         ({"mac_address": "zz:16:3e:00:00:01"}, "mac_address", 400, "not a MAC"),
         ({"vnic_type": "macvtap"}, "vnic_type", 400, ""),
+        ({"vnic_type": "direct"}, "vnic_type", 409, "needs a network with a physnet"),
         ({"network_id": "nope"}, None, 404, "does not exist"),
     ],
 )
@@ -222,11 +242,12 @@ async def test_attach_needs_same_project_and_site(cloud: Cloud) -> None:
 
 
 async def test_document_carries_ports_one_generation_per_change(cloud: Cloud) -> None:
-    net = await network(cloud.member)
-    sub = await subnet(cloud.member, net["id"], "10.0.0.0/24")
+    net = await fast_network(cloud)
+    sub_id = net["subnets"][0]["id"]
     vm = await server(cloud.member)
     gen0, _ = document(cloud.app)
     p = await port(cloud.member, net["id"], server_id=vm["id"], vnic_type="direct")
+    assert p["numa_node"] == 0  # the server has no placement: the lowest node with a free VF
     gen1, doc = document(cloud.app)
     assert gen1 == gen0 + 1
     assert doc["ports"] == [
@@ -234,9 +255,10 @@ async def test_document_carries_ports_one_generation_per_change(cloud: Cloud) ->
             "id": p["id"],
             "network_id": net["id"],
             "mac": p["mac_address"],
-            "fixed_ips": [{"subnet_id": sub["id"], "ip_address": "10.0.0.2"}],
+            "fixed_ips": [{"subnet_id": sub_id, "ip_address": "10.40.0.2"}],
             "vnic_type": "direct",
             "server_id": vm["id"],
+            "numa_node": 0,
         }
     ]
     assert doc["servers"][0]["ports"] == [p["id"]]
@@ -246,22 +268,24 @@ async def test_document_carries_ports_one_generation_per_change(cloud: Cloud) ->
     )
     assert document(cloud.app)[0] == gen1  # refused: no generation
     assert (await cloud.member.post(f"/v1/ports/{p['id']}/detach")).status_code == 200
-    assert document(cloud.app)[0] == gen1 + 1
+    gen2, doc = document(cloud.app)
+    assert gen2 == gen1 + 1 and doc["ports"][0]["numa_node"] is None
     assert (await cloud.member.delete(f"/v1/ports/{p['id']}")).status_code == 204
     gen3, doc = document(cloud.app)
     assert gen3 == gen1 + 2 and doc["ports"] == []
 
 
 async def test_server_gone_detaches_its_ports(cloud: Cloud) -> None:
-    from central import orchestrator
-
-    net = await network(cloud.member)
+    net = await fast_network(cloud)
     vm = await server(cloud.member)
-    p = await port(cloud.member, net["id"], server_id=vm["id"])
+    p = await port(cloud.member, net["id"], server_id=vm["id"], vnic_type="direct")
+    assert p["numa_node"] == 0
     assert (await cloud.member.delete(f"/v1/servers/{vm['id']}")).status_code == 202
+    # Until the site reports it gone, the deleting server keeps its VF.
+    assert (await ok(await cloud.member.get(f"/v1/ports/{p['id']}")))["numa_node"] == 0
     orchestrator.apply_status(store_of(cloud.app), "edge-a", 9, {"servers": {}})
     shown = await ok(await cloud.member.get(f"/v1/ports/{p['id']}"))
-    assert shown["server_id"] is None
+    assert shown["server_id"] is None and shown["numa_node"] is None
 
 
 async def test_server_create_with_ports(cloud: Cloud) -> None:
@@ -285,3 +309,158 @@ async def test_server_create_with_ports(cloud: Cloud) -> None:
             "ports",
             json={**body, "name": "vm2", "ports": bad},
         )
+
+
+# -- direct ports: VFs -----------------------------------------------------------------------
+
+
+async def test_direct_port_needs_vfs_on_its_physnet(cloud: Cloud) -> None:
+    phys0 = await network(
+        cloud.admin, kind="provider", segmentation="flat", physnet="phys0"
+    )  # an uplink, no VFs
+    body = await refused(
+        cloud.member,
+        "POST",
+        "/v1/ports",
+        409,
+        "vnic_type",
+        json={"network_id": phys0["id"], "vnic_type": "direct"},
+    )
+    assert body["error"]["message"] == "site edge-a has no SR-IOV VFs on physnet 'phys0'"
+    vxlan = await network(cloud.member)
+    body = await refused(
+        cloud.member,
+        "POST",
+        "/v1/ports",
+        409,
+        "vnic_type",
+        json={"network_id": vxlan["id"], "vnic_type": "direct"},
+    )
+    assert "has none" in body["error"]["message"]
+    # A tenant VLAN network on the SR-IOV physnet takes direct ports.
+    tenant = await network(cloud.member, segmentation="vlan", segmentation_id=9, physnet="fast")
+    assert (await port(cloud.member, tenant["id"], vnic_type="direct"))["numa_node"] is None
+
+
+async def test_direct_port_at_a_site_that_never_reported(cloud: Cloud) -> None:
+    net = await fast_network(cloud)
+    report_inventory(cloud.app, "edge-a", {})
+    body = await refused(
+        cloud.member,
+        "POST",
+        "/v1/ports",
+        409,
+        "vnic_type",
+        json={"network_id": net["id"], "vnic_type": "direct"},
+    )
+    assert body["error"]["message"] == (
+        "site edge-a has not reported its NUMA/SR-IOV inventory yet"
+    )
+
+
+async def test_vfs_are_counted_per_node_and_released_on_detach(cloud: Cloud) -> None:
+    net = await fast_network(cloud)
+    vm = await server(cloud.member)
+    ports = [await port(cloud.member, net["id"], vnic_type="direct") for _ in range(5)]
+    assert [p["numa_node"] for p in ports] == [None] * 5  # unbound: no VF yet
+    nodes = []
+    for p in ports[:4]:
+        attached = await ok(
+            await cloud.member.post(f"/v1/ports/{p['id']}/attach", json={"server_id": vm["id"]})
+        )
+        nodes.append(attached["numa_node"])
+    assert nodes == [0, 0, 1, 1]
+    body = await refused(
+        cloud.member,
+        "POST",
+        f"/v1/ports/{ports[4]['id']}/attach",
+        409,
+        "server_id",
+        json={"server_id": vm["id"]},
+    )
+    assert body["error"]["message"] == "no free VF on physnet 'fast' at site edge-a"
+    body = await refused(
+        cloud.member,
+        "POST",
+        "/v1/ports",
+        409,
+        "server_id",
+        json={"network_id": net["id"], "vnic_type": "direct", "server_id": vm["id"]},
+    )
+    assert body["error"]["message"] == "no free VF on physnet 'fast' at site edge-a"
+    detached = await ok(await cloud.member.post(f"/v1/ports/{ports[1]['id']}/detach"))
+    assert detached["numa_node"] is None
+    again = await ok(
+        await cloud.member.post(f"/v1/ports/{ports[4]['id']}/attach", json={"server_id": vm["id"]})
+    )
+    assert again["numa_node"] == 0
+    # Normal ports never take a VF.
+    normal = await port(cloud.member, net["id"], server_id=vm["id"])
+    assert normal["numa_node"] is None
+
+
+# -- status as the site reports it -----------------------------------------------------------
+
+
+async def test_status_folds_port_reports(cloud: Cloud) -> None:
+    net = await fast_network(cloud)
+    vm = await server(cloud.member)
+    tap = await port(cloud.member, net["id"], server_id=vm["id"])
+    vf = await port(cloud.member, net["id"], server_id=vm["id"], vnic_type="direct")
+    down = await port(cloud.member, net["id"])
+    broken = await port(cloud.member, net["id"])
+    unseen = await port(cloud.member, net["id"])
+    tap_binding = {"kind": "tap", "tap": "sk-t-12345678", "bridge": "sk-b-12345678"}
+    vf_binding = {"kind": "vf", "pci": "0000:3b:02.1", "pf": "pf0", "vf": 1, "numa_node": 0}
+    report = {
+        "servers": {},
+        "networks": {net["id"]: {"state": "active", "reason": ""}},
+        "ports": {
+            tap["id"]: {"state": "active", "reason": "", "binding": tap_binding},
+            vf["id"]: {"state": "active", "reason": "", "binding": vf_binding},
+            down["id"]: {"state": "down", "reason": "no server"},
+            broken["id"]: {"state": "error", "reason": "no free VF", "binding": "garbage"},
+        },
+    }
+    orchestrator.apply_status(store_of(cloud.app), "edge-a", 7, report)
+    shown = {p["id"]: p for p in (await ok(await cloud.member.get("/v1/ports")))["ports"]}
+    assert (shown[tap["id"]]["status"], shown[tap["id"]]["binding"]) == ("ACTIVE", tap_binding)
+    assert (shown[vf["id"]]["status"], shown[vf["id"]]["binding"]) == ("ACTIVE", vf_binding)
+    assert (shown[down["id"]]["status"], shown[down["id"]]["reason"]) == ("DOWN", "no server")
+    assert shown[down["id"]]["binding"] is None
+    assert (shown[broken["id"]]["status"], shown[broken["id"]]["reason"]) == (
+        "ERROR",
+        "no free VF",
+    )
+    assert shown[broken["id"]]["binding"] is None
+    assert shown[unseen["id"]]["status"] == "BUILD"
+    assert (await ok(await cloud.member.get(f"/v1/networks/{net['id']}")))["status"] == "ACTIVE"
+    # A report that no longer lists a port: BUILD again, binding forgotten.
+    before = dump(cloud.app)
+    orchestrator.apply_status(store_of(cloud.app), "edge-a", 8, {**report, "ports": {}})
+    assert (await ok(await cloud.member.get(f"/v1/ports/{tap['id']}")))["binding"] is None
+    assert dump(cloud.app) != before
+
+
+@pytest.mark.parametrize(
+    "ports",
+    [
+        None,
+        [],
+        "x",
+        {"ID": None},
+        {"ID": "active"},
+        {"ID": {"state": 3, "reason": None, "binding": []}},
+        {"ID": {"state": "active", "binding": {"kind": "tap", "x": float("nan")}}},
+        {"ID": {"state": "active", "binding": {"kind": "tap", "blob": "x" * 10000}}},
+    ],
+)
+async def test_port_status_garbage_never_raises(cloud: Cloud, ports: Any) -> None:
+    net = await network(cloud.member)
+    p = await port(cloud.member, net["id"])
+    if isinstance(ports, dict):
+        ports = {p["id"]: ports["ID"]}
+    orchestrator.apply_status(store_of(cloud.app), "edge-a", 2, {"servers": {}, "ports": ports})
+    shown = await ok(await cloud.member.get(f"/v1/ports/{p['id']}"))
+    assert shown["status"] in ("BUILD", "ACTIVE") and isinstance(shown["reason"], str)
+    assert shown["binding"] is None or shown["binding"]["kind"] == "tap"

@@ -222,3 +222,20 @@ def test_random_histories_converge_after_a_crash_anywhere() -> None:
                     model_ports[action.id] = observed_tap(action.port)
         assert plan_network(desired, Observed(model_nets, model_ports), {}, ()) == []
         assert set(model_nets) == set(nets) and set(model_ports) == set(ports)
+
+
+def test_plan_nics_retries_a_hot_plug_the_guest_has_not_completed() -> None:
+    """A NIC in one definition only (live or persistent) is plugged or unplugged again."""
+    observed = {
+        "s1": ObservedServer(
+            "s1", "running", "b", frozenset({"p1", "p2"}), half_plugged=frozenset({"p2"})
+        )
+    }
+    keep_p2 = ServerSpec("s1", "a", 1, 64, 1, "tiny", ports=("p1", "p2"))
+    assert [(a.kind, a.port_id) for a in plan_nics([keep_p2], observed, {"p1", "p2"})] == [
+        ("attach", "p2")
+    ]
+    drop_p2 = ServerSpec("s1", "a", 1, 64, 1, "tiny", ports=("p1",))
+    assert [(a.kind, a.port_id) for a in plan_nics([drop_p2], observed, {"p1"})] == [
+        ("detach", "p2")
+    ]
