@@ -1,4 +1,4 @@
-"""``skerry``: the operator CLI (sites, servers, the demo)."""
+"""``skerry``: the operator CLI (sites, servers, networks and ports, the demo)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central import cli_identity
+from central import cli_identity, cli_network
 from central.client import ApiFailure, Client
 
 DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
@@ -81,6 +81,37 @@ def server_rows(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def meta_pair(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` (the value may be empty or hold '=') for ``servers create --meta``."""
+    key, sep, value = text.partition("=")
+    if not (sep and key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def server_body(args: argparse.Namespace) -> dict[str, Any]:
+    """``servers create``'s request: only what differs from the API's defaults is sent."""
+    flavor: dict[str, Any] = {"vcpus": args.vcpus, "ram_mb": args.ram_mb, "disk_gb": args.disk_gb}
+    if args.dedicated:
+        flavor["cpu_policy"] = "dedicated"
+    if args.page_size is not None:
+        flavor["mem_page_size"] = args.page_size
+    if args.numa_nodes is not None:
+        flavor["numa_nodes"] = args.numa_nodes
+    body: dict[str, Any] = {
+        "name": args.name,
+        "site": args.site,
+        "image": args.image,
+        "flavor": flavor,
+        "power": "stopped" if args.stopped else "running",
+    }
+    if args.ports:
+        body["ports"] = args.ports
+    if args.meta:
+        body["metadata"] = dict(args.meta)
+    return body
+
+
 def _print(args: argparse.Namespace, data: Any, rows: Any = None, cols: Any = None) -> None:
     if args.json or rows is None:
         print(json.dumps(data, indent=2, sort_keys=True))
@@ -137,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     api = Client(args.api, token=args.token or os.environ.get("SKERRY_TOKEN") or None)
     if args.cmd in cli_identity.COMMANDS:
         return cli_identity.run(args, api, _print)
+    if args.cmd in cli_network.COMMANDS:
+        return cli_network.run(args, api, _print)
     if args.cmd == "demo":
         from central.demo import run_demo
 
@@ -158,14 +191,7 @@ def run(args: argparse.Namespace) -> int:
             _print(args, sites, site_rows(sites), SITE_COLUMNS)
         return 0
     if args.action == "create":
-        body = {
-            "name": args.name,
-            "site": args.site,
-            "image": args.image,
-            "flavor": {"vcpus": args.vcpus, "ram_mb": args.ram_mb, "disk_gb": args.disk_gb},
-            "power": "stopped" if args.stopped else "running",
-        }
-        _print(args, api.post("/v1/servers", body))
+        _print(args, api.post("/v1/servers", server_body(args)))
     elif args.action in ("show", "start", "stop", "delete"):
         if args.action == "show":
             data = api.get(f"/v1/servers/{args.id}")
@@ -187,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="API token (env SKERRY_TOKEN; get one with `skerry login`)")
     sub = p.add_subparsers(dest="cmd", required=True)
     cli_identity.add_parsers(sub)
+    cli_network.add_parsers(sub)
 
     sites = sub.add_parser("sites", help="edge sites")
     s = sites.add_subparsers(dest="action", required=True)
@@ -221,6 +248,27 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--ram-mb", type=int, default=128)
     c.add_argument("--disk-gb", type=int, default=1)
     c.add_argument("--stopped", action="store_true", help="create powered off")
+    c.add_argument(
+        "--port",
+        action="append",
+        dest="ports",
+        metavar="PORT_ID",
+        help="attach this free port of the project at the site (repeat)",
+    )
+    c.add_argument("--dedicated", action="store_true", help="pin each vCPU to its own host CPU")
+    c.add_argument(
+        "--page-size",
+        choices=["small", "2MB", "1GB"],
+        help="hugepage-backed memory (default small)",
+    )
+    c.add_argument("--numa-nodes", type=int, metavar="N", help="guest NUMA cells (default 1)")
+    c.add_argument(
+        "--meta",
+        action="append",
+        type=meta_pair,
+        metavar="KEY=VALUE",
+        help="metadata the guest reads at boot (repeat)",
+    )
     for name in ("show", "start", "stop", "delete"):
         v.add_parser(name).add_argument("id")
 
