@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from edged.drivers.network import NetworkSpec, Observed, PortSpec, tap_mac
+
+log = logging.getLogger(__name__)
 
 NetActionKind = Literal[
     "delete_port", "release_vf", "delete_network", "ensure_network", "ensure_port", "bind_vf"
@@ -92,33 +95,54 @@ def _addresses(port: Mapping[str, Any], network: Mapping[str, Any] | None) -> tu
     )
 
 
+def _network(n: Mapping[str, Any]) -> NetworkSpec:
+    return NetworkSpec(
+        id=str(n["id"]),
+        kind=n.get("kind", "tenant"),
+        segmentation=n.get("segmentation", "vxlan"),
+        segmentation_id=n.get("segmentation_id"),
+        physnet=n.get("physnet") or None,
+        mtu=int(n.get("mtu") or 1500),
+    )
+
+
+def _port(p: Mapping[str, Any], network: Mapping[str, Any] | None) -> PortSpec:
+    numa = p.get("numa_node")
+    return PortSpec(
+        id=str(p["id"]),
+        network_id=str(p["network_id"]),
+        mac=str(p["mac"]),
+        vnic_type=p.get("vnic_type", "normal"),
+        server_id=p.get("server_id"),
+        numa_node=None if numa is None else int(numa),
+        addresses=_addresses(p, network),
+    )
+
+
 def desired_from_document(document: Mapping[str, Any] | None) -> NetDesired:
-    """The networks and ports of a desired-state document."""
+    """The networks and ports of a desired-state document.
+
+    An entry that cannot be read is left out (and logged): one bad entry must
+    not stop the site from reconciling everything else.
+    """
     doc = document or {}
-    raw_networks = {n["id"]: n for n in doc.get("networks") or []}
-    networks = {
-        nid: NetworkSpec(
-            id=nid,
-            kind=n.get("kind", "tenant"),
-            segmentation=n.get("segmentation", "vxlan"),
-            segmentation_id=n.get("segmentation_id"),
-            physnet=n.get("physnet") or None,
-            mtu=int(n.get("mtu") or 1500),
-        )
-        for nid, n in raw_networks.items()
-    }
-    ports = {
-        p["id"]: PortSpec(
-            id=p["id"],
-            network_id=p["network_id"],
-            mac=p["mac"],
-            vnic_type=p.get("vnic_type", "normal"),
-            server_id=p.get("server_id"),
-            numa_node=p.get("numa_node"),
-            addresses=_addresses(p, raw_networks.get(p["network_id"])),
-        )
-        for p in doc.get("ports") or []
-    }
+    raw_networks: dict[str, Mapping[str, Any]] = {}
+    networks: dict[str, NetworkSpec] = {}
+    for n in doc.get("networks") or []:
+        try:
+            spec = _network(n)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("network entry left out, unreadable (%r): %.200r", exc, n)
+            continue
+        networks[spec.id], raw_networks[spec.id] = spec, n
+    ports: dict[str, PortSpec] = {}
+    for p in doc.get("ports") or []:
+        try:
+            port = _port(p, raw_networks.get(str(p.get("network_id"))))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("port entry left out, unreadable (%r): %.200r", exc, p)
+            continue
+        ports[port.id] = port
     return NetDesired(networks, ports)
 
 

@@ -239,3 +239,16 @@ def test_plan_nics_retries_a_hot_plug_the_guest_has_not_completed() -> None:
     assert [(a.kind, a.port_id) for a in plan_nics([drop_p2], observed, {"p1"})] == [
         ("detach", "p2")
     ]
+
+
+def test_an_unreadable_entry_is_left_out_and_the_rest_is_kept() -> None:
+    doc = {
+        "networks": [{"kind": "tenant"}, {"id": "n1", "segmentation_id": 7, "mtu": 1450}, 5],
+        "ports": [
+            {"id": "p1", "network_id": "n1", "mac": "fa:16:3e:00:00:01"},
+            {"id": "p2"},
+            {"id": "p3", "network_id": "n1", "mac": "x", "numa_node": "zero"},
+        ],
+    }
+    desired = desired_from_document(doc)
+    assert list(desired.networks) == ["n1"] and list(desired.ports) == ["p1"]
