@@ -18,6 +18,7 @@ from central.api import (
     errors,
     fleet,
     identity,
+    images,
     networks,
     policy,
     ports,
@@ -38,6 +39,8 @@ def create_app(config: CentralConfig) -> Quart:
     """Build central's app; the hub runs while the app serves."""
     app = Quart("central")
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # Image uploads stream to disk past that limit, bounded by image_max_bytes instead.
+    app.request_class = images.UploadRequest
     QuartSchema(
         app,
         info={"title": "Skerry central API", "version": "1"},
@@ -49,6 +52,7 @@ def create_app(config: CentralConfig) -> Quart:
     )
     errors.register(app)
     blueprints = (sites.bp, site_keys.bp, servers.bp, networks.bp, ports.bp, fleet.bp)
+    blueprints += (images.bp, images.keys_bp)
     identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
     for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)

@@ -52,6 +52,19 @@ class CentralConfig:
     vxlan_vni_min: int = setting(1000, "Lowest VXLAN VNI central gives tenant networks.")
     vxlan_vni_max: int = setting(16777215, "Highest VXLAN VNI central gives tenant networks.")
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+    image_dir: Path | None = setting(
+        None, "Directory holding uploaded images; none means <state_dir>/images."
+    )
+    image_max_bytes: int = setting(
+        64 * 1024**3, "Largest image file an upload may carry, in bytes (more: HTTP 413)."
+    )
+    require_signed_images: bool = setting(
+        False, "Refuse image uploads without a signature that verifies against a trusted key."
+    )
+
+    @property
+    def image_path(self) -> Path:
+        return self.image_dir or self.state_dir / "images"
 
     @property
     def audit_path(self) -> Path:
@@ -75,6 +88,8 @@ class CentralConfig:
             return "key 'max_frame_bytes' must be >= 1024"
         if not 1 <= self.vxlan_vni_min <= self.vxlan_vni_max <= 16777215:
             return "keys 'vxlan_vni_min'..'vxlan_vni_max' must be a range within 1..16777215"
+        if self.image_max_bytes < 1:
+            return "key 'image_max_bytes' must be >= 1"
         return None
 
 

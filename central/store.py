@@ -223,8 +223,41 @@ def _v4(db: sqlite_utils.Database) -> None:
     ports.add_column("binding", str)  # JSON as the site reported it; NULL until it does
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    """Images (metadata; the bytes are files in the image store) and trusted signing keys."""
+    db["images"].create(
+        {
+            "id": str,
+            "name": str,
+            "project_id": str,
+            "visibility": str,  # private | public
+            "disk_format": str,  # qcow2 | raw
+            "status": str,  # queued | active
+            "declared_sha256": str,  # as the creator declared it; NULL when not declared
+            "signature": str,  # base64 Ed25519 over the hex sha256; NULL when unsigned
+            "signing_key_id": str,  # as declared, then the key that verified
+            "signed": int,
+            "size": int,  # NULL until active
+            "sha256": str,  # of the stored bytes; NULL until active
+            "virtual_size": int,  # as qemu-img reports it; NULL until active
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "project_id", "visibility", "disk_format", "status", "signed"},
+        defaults={"status": "queued", "signed": 0},
+    )
+    db["images"].create_index(["project_id"])
+    db["image_signing_keys"].create(
+        {"id": str, "name": str, "public_key": str, "created_at": float},
+        pk="id",
+        not_null={"name", "public_key"},
+    )
+    db["image_signing_keys"].create_index(["name"], unique=True)
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 class Store:

@@ -43,9 +43,15 @@ OPEN_READS = {
     ("GET", "/v1/ports"),
     ("GET", "/v1/projects"),
     ("GET", "/v1/auth/token"),
+    ("GET", "/v1/images"),
+    ("GET", "/v1/image-signing-keys"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
-OWN_PROJECT_CREATES = {("POST", "/v1/servers"), ("POST", "/v1/networks")}
+OWN_PROJECT_CREATES = {
+    ("POST", "/v1/servers"),
+    ("POST", "/v1/networks"),
+    ("POST", "/v1/images"),
+}
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
     ("GET", "/v1/servers/<server_id>"): 404,
@@ -85,7 +91,14 @@ CROSS_PROJECT = {
     ("POST", "/v1/auth/keys/rotate"): 403,
     ("POST", "/v1/auth/keys/<kid>/retire"): 403,
     ("GET", "/v1/audit"): 403,
+    ("GET", "/v1/images/<image_id>"): 404,
+    ("DELETE", "/v1/images/<image_id>"): 404,
+    ("PUT", "/v1/images/<image_id>/file"): 404,
+    ("GET", "/v1/images/<image_id>/file"): 404,
+    ("POST", "/v1/image-signing-keys"): 403,
+    ("DELETE", "/v1/image-signing-keys/<key_id>"): 403,
 }
+IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -116,6 +129,8 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/users"): {"name": "zed", "password": PASSWORD},
         ("PATCH", "/v1/users/<user_id>"): {"enabled": False, "password": PASSWORD + "x"},
         ("POST", "/v1/users/<user_id>/application_credentials"): {"name": "auto"},
+        ("POST", "/v1/images"): {"name": "img-x", "disk_format": "raw"},
+        ("POST", "/v1/image-signing-keys"): {"name": "key-x", "public_key": IMAGE_KEY},
         ("POST", "/v1/auth/tokens"): {
             "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
         },
@@ -166,6 +181,15 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             201,
         )
         port = await ok(await a_member.post("/v1/ports", json={"network_id": net["id"]}), 201)
+        image = await ok(
+            await a_member.post("/v1/images", json={"name": "img-a", "disk_format": "raw"}), 201
+        )
+        image_key = await ok(
+            await admin.post(
+                "/v1/image-signing-keys", json={"name": "key-a", "public_key": IMAGE_KEY}
+            ),
+            201,
+        )
         params = {
             "server_id": server["id"],
             "project_id": projects["a"]["id"],
@@ -178,9 +202,11 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             "network_id": net["id"],
             "subnet_id": subnet["id"],
             "port_id": port["id"],
+            "image_id": image["id"],
+            "key_id": image_key["id"],
         }
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
-        a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"]]
+        a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
         yield World(app, tokens, params, a_ids)
 
 
