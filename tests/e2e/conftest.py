@@ -15,6 +15,7 @@ import pytest
 from central.localcluster import REPO, LocalCluster, purge_site_domains
 from tests.e2e.net_support import purge_site_links
 from tests.e2e.support import URI
+from tests.host import skip
 
 IMAGE_DIR = REPO / "images" / "build"
 
@@ -36,7 +37,7 @@ def _libvirtd_problem() -> str | None:
 def real_libvirt() -> None:
     problem = _libvirtd_problem()
     if problem:
-        pytest.skip(problem)
+        skip(problem)
 
 
 @pytest.fixture

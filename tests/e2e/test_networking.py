@@ -27,6 +27,7 @@ from tests.e2e.net_support import (
     wait_port,
 )
 from tests.e2e.support import add_site
+from tests.host import skip
 
 pytestmark = pytest.mark.e2e
 
@@ -219,7 +220,7 @@ def test_provider_vlan_network_frames_leave_the_uplink_tagged(
                 cluster.client.post("/v1/networks", body)
             assert refused.value.status == 409
             assert "802.1Q" in str(refused.value)
-            pytest.skip(f"VLAN data path not testable: {inventory['network']['vlan_reason']}")
+            skip(f"VLAN data path not testable: {inventory['network']['vlan_reason']}")
         net = cluster.client.post("/v1/networks", body)
         cluster.client.post(f"/v1/networks/{net['id']}/subnets", {"cidr": "192.0.2.0/24"})
         p = wait_port(cluster, port(cluster, net["id"], "192.0.2.10")["id"], "DOWN")

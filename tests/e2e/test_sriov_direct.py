@@ -22,14 +22,14 @@ from edged.drivers.libvirt_testnode import write_test_node
 from edged.drivers.sriov_simbed import SimBed, SimPf, build_bed, vf_netdev
 from tests.e2e.net_support import links, netns, port, wait_inventory, wait_port
 from tests.e2e.support import add_site
+from tests.host import require_netns
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[SimBed]:
-    if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
-        pytest.skip("needs root and ip netns")
+    require_netns()
     with netns() as ns:
         pfs = [SimPf("pf0", 0, 2, "slow"), SimPf("pf1", 1, 2, "fast")]
         made = build_bed(tmp_path / "sys", ns, pfs, {0: (0, 1), 1: (2, 3)})

@@ -12,56 +12,25 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
 from edged.drivers.network import NetworkError, NetworkSpec, PortSpec, bridge_name, vxlan_name
 from edged.drivers.network_linux import LinuxNetwork
 from edged.drivers.sriov import SriovInventory, parse_physnets
+from tests.host import require_netns, skip
 
 SITE = "edge-t"
 _counter = itertools.count()
 
 
-def _skip(reason: str) -> None:
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def privileged() -> None:
-    if os.geteuid() != 0:
-        _skip("needs root for network namespaces")
-    if shutil.which("ip") is None:
-        _skip("iproute2 'ip' is not installed")
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        _skip(f"'ip netns' unavailable: {probe.stderr.strip()}")
-
-
-@pytest.fixture
-def make_ns() -> Iterator[Callable[[], str]]:
-    """Creates namespaces (loopback up); deletes every one of them afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"skt{os.getpid()}-{next(_counter)}"
-        netns.create(name)
-        made.append(name)
-        with IPRoute(netns=name, flags=0) as ip:
-            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
-        return name
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            netns.remove(name)
+    require_netns()
 
 
 def ip_link_text(ns: str) -> str:
@@ -282,7 +251,7 @@ def test_vlan_without_8021q_is_a_clear_permanent_error(make_ns: Callable[[], str
     drv = LinuxNetwork(SITE, namespace=host, physnet_uplinks={"physnet1": "uplink0"})
     spec = NetworkSpec("net-vlan0000", "provider", "vlan", 100, "physnet1", 1500)
     if drv.probe().vlan:
-        _skip("kernel has 802.1Q; this test covers kernels without it")
+        skip("kernel has 802.1Q; this test covers kernels without it")
     with pytest.raises(NetworkError, match=r"802\.1Q") as err:
         drv.ensure_network(spec)
     assert err.value.permanent
@@ -296,7 +265,7 @@ def test_vlan_data_path(make_ns: Callable[[], str]) -> None:
     drv = LinuxNetwork(SITE, namespace=host, physnet_uplinks={"physnet1": "uplink0"})
     caps = drv.probe()
     if not caps.vlan:
-        _skip(f"VLAN data path: {caps.vlan_reason}")
+        skip(f"VLAN data path: {caps.vlan_reason}")
     spec = NetworkSpec("net-vlan0000", "provider", "vlan", 100, "physnet1", 1500)
     drv.ensure_network(spec)
     drv.ensure_network(spec)

@@ -8,7 +8,6 @@ Needs root and ``ip netns``; skips with the reason otherwise.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
@@ -29,6 +28,7 @@ from edged.drivers.sriov_vf import SimulatedVfConfig
 from edged.executor import Executor
 from edged.site_network import SiteNetwork
 from edged.state import LocalState
+from tests.host import require_netns
 
 SITE = "site-r"
 NET_T = "11111111-aaaa"
@@ -37,9 +37,7 @@ NET_P = "22222222-bbbb"
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[SimBed]:
-    if os.geteuid() != 0:
-        print("SKIP: needs root for network namespaces")
-        pytest.skip("needs root for network namespaces")
+    require_netns()
     ns = f"sk-rec-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     made = None

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from edged.drivers.numa import HostNode, read_topology
 from edged.drivers.sriov import NodeCount, SriovError, SriovInventory, parse_physnets
 from edged.drivers.sriov_simbed import SimBed, SimPf, build_bed
 from edged.drivers.sriov_vf import NetlinkVfConfig, SimulatedVfConfig, VfSettings
+from tests.host import require_netns
 
 _counter = itertools.count()
 PORT_MAC = "fa:16:3e:12:34:56"
@@ -33,40 +32,9 @@ PFS = [SimPf("pf0", 0, 4, "fast"), SimPf("pf1", 1, 2, "slow"), SimPf("pf2", 1, 2
 NUMA = {0: (0, 1), 1: (2, 3)}
 
 
-def _skip(reason: str) -> None:
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def privileged() -> None:
-    if os.geteuid() != 0:
-        _skip("needs root for network namespaces")
-    if shutil.which("ip") is None:
-        _skip("iproute2 'ip' is not installed")
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        _skip(f"'ip netns' unavailable: {probe.stderr.strip()}")
-
-
-@pytest.fixture
-def make_ns() -> Iterator[Callable[[], str]]:
-    """Creates namespaces (loopback up); deletes every one of them afterwards."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"sksv{os.getpid()}-{next(_counter)}"
-        netns.create(name)
-        made.append(name)
-        with IPRoute(netns=name, flags=0) as ip:
-            ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
-        return name
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            netns.remove(name)
+    require_netns()
 
 
 @pytest.fixture
@@ -263,7 +231,9 @@ def test_netlink_config_on_a_pf_without_vf_ops_is_a_clear_error(bed: SimBed) -> 
 def test_netlink_config_missing_pf_or_namespace(bed: SimBed) -> None:
     pf = scan(bed)["fast"][0]
     renamed = type(pf)("pf9", pf.pci, pf.numa_node, pf.totalvfs, pf.numvfs, pf.vfs)
-    with pytest.raises(SriovError, match=r"PF pf9 VF 0: no link pf9 in namespace sksv"):
+    with pytest.raises(
+        SriovError, match=rf"PF pf9 VF 0: no link pf9 in namespace {bed.namespace}$"
+    ):
         NetlinkVfConfig(bed.namespace).configure(renamed, pf.vfs[0], VfSettings(PORT_MAC))
     with pytest.raises(SriovError, match=r"PF pf0 VF 0: namespace 'sksv-gone'"):
         NetlinkVfConfig("sksv-gone").reset(pf, pf.vfs[0])

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import libvirt
-import pytest
 
 from edged.drivers.compute import Nic, ServerSpec
 from edged.drivers.compute_libvirt import LibvirtCompute
+from tests.host import skip
 
 SITE = "site-a"
 
@@ -45,12 +45,6 @@ def tap_nic(port_id: str, n: int, tap: str = "", **kw: object) -> Nic:
 
 
 # --- the real libvirtd (integration tests) ------------------------------------------
-
-
-def skip(reason: str) -> None:
-    """Skip the test, printing the reason (``-rs`` is not always on)."""
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
 
 
 def image_version() -> int:

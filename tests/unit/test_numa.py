@@ -16,6 +16,7 @@ from edged.drivers.numa import (
     parse_cpulist,
     read_topology,
 )
+from tests.host import skip
 
 
 def write(path: Path, text: str) -> None:
@@ -126,7 +127,7 @@ def test_no_node_directory_and_no_memory_blocks(tmp_path: Path) -> None:
 
 def test_reads_this_machines_sysfs() -> None:
     if not Path("/sys/devices/system/cpu/online").is_file():
-        pytest.skip("no /sys/devices/system/cpu/online on this machine")
+        skip("no /sys/devices/system/cpu/online on this machine")
     nodes = read_topology(Path("/sys"))
     online = parse_cpulist(Path("/sys/devices/system/cpu/online").read_text())
     assert nodes
