@@ -26,6 +26,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central.refusal import Refusal
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("qcow2", "raw")
@@ -35,14 +37,8 @@ ED25519_KEY_BYTES = 32
 ED25519_SIG_BYTES = 64
 
 
-class ImageError(Exception):
+class ImageError(Refusal):
     """An upload or a key that is refused; ``field`` names what was wrong."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from central.refusal import Refusal
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -22,14 +24,8 @@ MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 MAC_PREFIX = "fa:16:3e"  # locally administered, unicast (as OpenStack's)
 
 
-class IpamError(Exception):
+class IpamError(Refusal):
     """A refused address, pool, subnet or MAC; ``status`` 400 (invalid) or 409 (conflict)."""
-
-    def __init__(self, field: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)

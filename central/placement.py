@@ -32,17 +32,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from central.refusal import Refusal
+
 # Flavor page size -> KiB (the inventory's hugepage keys); 0: normal pages.
 PAGE_KB: dict[str, int] = {"small": 0, "2MB": 2048, "1GB": 1048576}
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """Placement is impossible with what the site has; ``message`` names what is missing."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+        super().__init__(field, message, 409)
 
 
 @dataclass(frozen=True)

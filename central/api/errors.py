@@ -9,6 +9,8 @@ from quart import Quart, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from central.refusal import Refusal
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,15 @@ def not_found(kind: str, ident: str) -> ApiError:
 
 def conflict(message: str, **details: Any) -> ApiError:
     return ApiError(409, "conflict", message, **details)
+
+
+def refusal(exc: Refusal) -> ApiError:
+    """A :class:`Refusal` as the API reports it: 409 or 413 with the field, 400 listing it."""
+    if exc.status == 409:
+        return conflict(exc.message, field=exc.field)
+    code = "request_entity_too_large" if exc.status == 413 else "invalid_request"
+    fields = [{"field": exc.field, "problem": exc.message}]
+    return ApiError(exc.status, code, exc.message, fields=fields)
 
 
 def _body(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +65,10 @@ def register(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError):  # type: ignore[no-untyped-def]
         return jsonify(_body(exc.code, exc.message, exc.details)), exc.status
+
+    @app.errorhandler(Refusal)
+    async def _refused(exc: Refusal):  # type: ignore[no-untyped-def]
+        return await _api_error(refusal(exc))
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _invalid(exc: RequestSchemaValidationError):  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from typing import Any
 from quart import Blueprint, Request, current_app, request, send_file
 from quart_schema import validate_request, validate_response
 
-from central.api.errors import ApiError, conflict, not_found
+from central.api.errors import conflict, not_found
 from central.api.image_models import (
     Image,
     ImageCreate,
@@ -66,15 +66,6 @@ def image_store() -> ImageStore:
         found = ImageStore(config.image_path, config.image_max_bytes)
         current_app.extensions[STORE_KEY] = found
     return found
-
-
-def refused(exc: ImageError) -> ApiError:
-    """An ImageError as the API reports it: 400 (or its status) naming the field."""
-    if exc.status == 409:
-        return conflict(exc.message, field=exc.field)
-    code = "invalid_request" if exc.status == 400 else "request_entity_too_large"
-    fields = [{"field": exc.field, "problem": exc.message}]
-    return ApiError(exc.status, code, exc.message, fields=fields)
 
 
 def image_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +163,7 @@ async def create_image(data: ImageCreate):  # type: ignore[no-untyped-def]
     if data.visibility == "public" and not principal().is_cloud_admin:
         raise forbidden("only a cloud admin may create a public image")
     if data.signing_key_id is not None and data.signature is None:
-        raise refused(ImageError("signing_key_id", "a signing key id needs a signature"))
+        raise ImageError("signing_key_id", "a signing key id needs a signature")
     image_id = str(uuid.uuid4())
     stamp = now()
     with services().store.transaction() as db:
@@ -208,12 +199,9 @@ async def upload_image(image_id: str):  # type: ignore[no-untyped-def]
     row = changeable_image(image_id)
     if row["status"] != "queued":
         raise conflict(f"image {image_id!r} already has its file", image_status=row["status"])
-    try:
-        keys = _trusted_keys(row)
-        with image_store().upload_slot(image_id):
-            await _receive(row, keys)
-    except ImageError as exc:
-        raise refused(exc) from None
+    keys = _trusted_keys(row)
+    with image_store().upload_slot(image_id):
+        await _receive(row, keys)
     return image_view(get_image(image_id))
 
 

@@ -33,8 +33,8 @@ from central.api.network_models import (
 )
 from central.api.policy import forbidden, principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
-from central.api.sites import get_site, placement_refusals, site_inventory
-from central.ipam import IpamError, plan_subnet
+from central.api.sites import get_site, site_inventory
+from central.ipam import plan_subnet
 from central.placement import check_network
 from central.store import Store, now
 
@@ -44,12 +44,6 @@ bp = Blueprint("networks", __name__, url_prefix="/v1/networks")
 def invalid(field: str, message: str) -> ApiError:
     """400 naming the field, in the shape request validation uses."""
     return ApiError(400, "invalid_request", message, fields=[{"field": field, "problem": message}])
-
-
-def refused(exc: IpamError) -> ApiError:
-    if exc.status == 409:
-        return conflict(exc.message, field=exc.field)
-    return invalid(exc.field, exc.message)
 
 
 def subnet_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -154,8 +148,7 @@ async def create_network(data: NetworkCreate):  # type: ignore[no-untyped-def]
     network_id = str(uuid.uuid4())
     physnet = data.physnet or ""
     with site_change(data.site) as store:
-        with placement_refusals():
-            check_network(site_inventory(store, data.site), data.segmentation, data.physnet)
+        check_network(site_inventory(store, data.site), data.segmentation, data.physnet)
         _check_taken(store, data, physnet)
         seg_id = _free_vni(store) if data.segmentation == "vxlan" else None
         store.db["networks"].insert(
@@ -241,10 +234,7 @@ async def create_subnet(network_id: str, data: SubnetCreate):  # type: ignore[no
             r["cidr"]
             for r in store.query("SELECT cidr FROM subnets WHERE network_id = ?", (network_id,))
         ]
-        try:
-            plan = plan_subnet(data.cidr, data.gateway, pools, existing)
-        except IpamError as exc:
-            raise refused(exc) from None
+        plan = plan_subnet(data.cidr, data.gateway, pools, existing)
         store.db["subnets"].insert(
             {
                 "id": subnet_id,

@@ -27,10 +27,10 @@ from quart_schema import validate_request, validate_response
 from central.api.errors import conflict, not_found
 from central.api.models import Error
 from central.api.network_models import FixedIp, Port, PortAttach, PortCreate, PortList
-from central.api.networks import get_network, invalid, refused
+from central.api.networks import get_network, invalid
 from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
-from central.api.sites import placement_refusals, site_books, site_inventory
+from central.api.sites import site_books, site_inventory
 from central.ipam import IpamError, fixed_address, in_subnet, lowest_free, normal_mac, random_mac
 from central.placement import check_sriov, place_port
 from central.store import Store, now
@@ -97,16 +97,14 @@ def check_direct(store: Store, network: dict[str, Any]) -> None:
             f"({network['kind']} {network['segmentation']}) has none",
             field="vnic_type",
         )
-    with placement_refusals():
-        check_sriov(site_inventory(store, network["site"]), network["physnet"], "vnic_type")
+    check_sriov(site_inventory(store, network["site"]), network["physnet"], "vnic_type")
 
 
 def bind_vf(store: Store, port_id: str, physnet: str, server: dict[str, Any]) -> None:
     """Give a direct port bound to ``server`` the NUMA node of a free VF (else 409)."""
-    with placement_refusals():
-        node = place_port(
-            site_books(store, server["site"]), physnet, json.loads(server["numa_placement"])
-        )
+    node = place_port(
+        site_books(store, server["site"]), physnet, json.loads(server["numa_placement"])
+    )
     store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))
 
 
@@ -127,10 +125,7 @@ def _requests(
             subnet = found[0]
         else:
             assert fip.ip_address is not None
-            try:
-                holding = [s for s in subnets if in_subnet(fip.ip_address, s["cidr"])]
-            except IpamError as exc:
-                raise refused(exc) from None
+            holding = [s for s in subnets if in_subnet(fip.ip_address, s["cidr"])]
             if not holding:
                 raise invalid(
                     "fixed_ips", f"{fip.ip_address} is in no subnet of the port's network"
@@ -151,17 +146,14 @@ def _allocate(store: Store, port_id: str, network_id: str, fixed_ips: list[Fixed
                 "SELECT address FROM ip_allocations WHERE subnet_id = ?", (subnet["id"],)
             )
         ]
-        try:
-            if wanted is not None:
-                address: str | None = fixed_address(wanted, subnet["cidr"], subnet["gateway"])
-                if address in taken:
-                    raise IpamError("fixed_ips", f"address {address} is in use", 409)
-            else:
-                address = lowest_free(json.loads(subnet["allocation_pools"]), taken)
-                if address is None:
-                    raise IpamError("fixed_ips", f"no free address in subnet {subnet['cidr']}", 409)
-        except IpamError as exc:
-            raise refused(exc) from None
+        if wanted is not None:
+            address: str | None = fixed_address(wanted, subnet["cidr"], subnet["gateway"])
+            if address in taken:
+                raise IpamError("fixed_ips", f"address {address} is in use", 409)
+        else:
+            address = lowest_free(json.loads(subnet["allocation_pools"]), taken)
+            if address is None:
+                raise IpamError("fixed_ips", f"no free address in subnet {subnet['cidr']}", 409)
         try:
             store.conn.execute(
                 "INSERT INTO ip_allocations (subnet_id, address, port_id) VALUES (?, ?, ?)",
@@ -173,10 +165,7 @@ def _allocate(store: Store, port_id: str, network_id: str, fixed_ips: list[Fixed
 
 def _mac(store: Store, given: str | None) -> str:
     if given is not None:
-        try:
-            mac = normal_mac(given)
-        except IpamError as exc:
-            raise refused(exc) from None
+        mac = normal_mac(given)
         if store.one("SELECT id FROM ports WHERE mac = ?", (mac,)):
             raise conflict(f"mac in use: {mac}", field="mac_address")
         return mac

@@ -25,7 +25,7 @@ from central.api.models import Error, Flavor, Server, ServerCreate, ServerList
 from central.api.networks import invalid
 from central.api.policy import principal, project_scope, set_audit_target, writer
 from central.api.services import services, site_change
-from central.api.sites import get_site, placement_refusals, site_books
+from central.api.sites import get_site, site_books
 from central.placement import Shape, flavor_problem, place_server
 from central.store import Store, dumps, now
 
@@ -139,8 +139,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
             }
         )
         direct = _attach_ports(store, server_id, data.site, data.ports)
-        with placement_refusals():
-            choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
+        choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
         store.db["servers"].update(server_id, {"numa_placement": dumps(choice.numa_placement)})
         for (port_id, _), node in zip(direct, choice.port_nodes, strict=True):
             store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
-from central.api.errors import ApiError, conflict, not_found
+from central.api.errors import ApiError, not_found
 from central.api.models import Error, Site, SiteCreate, SiteList
 from central.api.policy import cloud_admin
 from central.api.services import services, site_change
 from central.api.site_keys import key_not_taken
-from central.placement import Books, Placed, Refused, Shape, SiteInventory, parse_inventory
+from central.placement import Books, Placed, Shape, SiteInventory, parse_inventory
 from central.store import Store, now
 
 bp = Blueprint("sites", __name__, url_prefix="/v1/sites")
@@ -79,15 +77,6 @@ def site_books(store: Store, site: str) -> Books:
         )
     ]
     return Books(site_inventory(store, site), servers, vfs)
-
-
-@contextlib.contextmanager
-def placement_refusals() -> Iterator[None]:
-    """A placement refusal leaves as 409 naming its field."""
-    try:
-        yield
-    except Refused as exc:
-        raise conflict(exc.message, field=exc.field) from None
 
 
 @bp.post("")
