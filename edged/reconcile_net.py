@@ -67,6 +67,8 @@ class NetDesired:
 
     networks: dict[str, NetworkSpec]
     ports: dict[str, PortSpec]
+    # Entries of the document that could not be read (what was wrong with each).
+    problems: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -122,17 +124,19 @@ def _port(p: Mapping[str, Any], network: Mapping[str, Any] | None) -> PortSpec:
 def desired_from_document(document: Mapping[str, Any] | None) -> NetDesired:
     """The networks and ports of a desired-state document.
 
-    An entry that cannot be read is left out (and logged): one bad entry must
-    not stop the site from reconciling everything else.
+    An entry that cannot be read is left out and named in ``problems``; the
+    plan then removes nothing (the entry might be one of the links it would
+    remove), while everything readable is still made.
     """
     doc = document or {}
     raw_networks: dict[str, Mapping[str, Any]] = {}
     networks: dict[str, NetworkSpec] = {}
+    problems: list[str] = []
     for n in doc.get("networks") or []:
         try:
             spec = _network(n)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.error("network entry left out, unreadable (%r): %.200r", exc, n)
+            problems.append(f"network entry {str(n)[:200]!r}: {exc!r}")
             continue
         networks[spec.id], raw_networks[spec.id] = spec, n
     ports: dict[str, PortSpec] = {}
@@ -140,10 +144,12 @@ def desired_from_document(document: Mapping[str, Any] | None) -> NetDesired:
         try:
             port = _port(p, raw_networks.get(str(p.get("network_id"))))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            log.error("port entry left out, unreadable (%r): %.200r", exc, p)
+            problems.append(f"port entry {str(p)[:200]!r}: {exc!r}")
             continue
         ports[port.id] = port
-    return NetDesired(networks, ports)
+    for problem in problems:
+        log.error("unreadable in the desired document, nothing is removed: %s", problem)
+    return NetDesired(networks, ports, tuple(problems))
 
 
 def _network_ok(spec: NetworkSpec, observed: Observed) -> bool:
@@ -209,5 +215,7 @@ def plan_network(
             spec
         ):
             actions.append(NetAction("bind_vf", port_id, port=spec))
+    if desired.problems:  # never remove on the word of a document we could not read
+        actions = [a for a in actions if a.kind in ("ensure_network", "ensure_port", "bind_vf")]
     actions.sort(key=lambda a: ORDER[a.kind])
     return actions

@@ -27,7 +27,13 @@ from edged.drivers.network import (
     bridge_name,
     tap_name,
 )
-from edged.drivers.sriov import PhysicalFunction, SriovError, SriovInventory, VirtualFunction
+from edged.drivers.sriov import (
+    PhysicalFunction,
+    SriovError,
+    SriovInventory,
+    VirtualFunction,
+    allocate_vf,
+)
 from edged.reconcile_net import NetAction, NetDesired, VfClaim, fingerprint, plan_network
 from edged.state import LocalState
 
@@ -57,6 +63,8 @@ class SiteNetwork:
     # resource key -> reason of the last temporary failure (retried next pass).
     transient: dict[str, str] = field(default_factory=dict)
     observed: Observed = EMPTY
+    # VF claims by port id as of the end of the last pass (only a pass changes them).
+    vf_claims: dict[str, VfClaim] = field(default_factory=dict)
     _driver: NetworkDriver | None = None
 
     # -- plumbing -------------------------------------------------------------------
@@ -70,8 +78,8 @@ class SiteNetwork:
         """Whether this pass needs the network driver at all."""
         return self._driver is not None or self.eager or not desired.empty
 
-    def claims(self) -> dict[str, VfClaim]:
-        """VF claims by port id."""
+    def _read_claims(self) -> dict[str, VfClaim]:
+        """VF claims by port id, from the site's state."""
         return {
             owner: VfClaim(owner, pci, detail == CONFIGURED)
             for pci, (owner, detail) in self.state.claims("vf").items()
@@ -87,6 +95,7 @@ class SiteNetwork:
         fingerprints = {f"network:{k}": fingerprint(v) for k, v in desired.networks.items()}
         fingerprints |= {f"port:{k}": fingerprint(v) for k, v in desired.ports.items()}
         self.failed = {k: v for k, v in self.failed.items() if fingerprints.get(k) == v[0]}
+        self.vf_claims = self._read_claims()
         if not self.active(desired):
             self.observed = EMPTY
             return []
@@ -98,10 +107,11 @@ class SiteNetwork:
             self.transient = {k: exc.reason for k in fingerprints}
             return []
         failed = {k: v[0] for k, v in self.failed.items()}
-        actions = plan_network(desired, self.observed, self.claims(), servers, failed)
+        actions = plan_network(desired, self.observed, self.vf_claims, servers, failed)
         for action in actions:
             self._apply(action, desired, counters)
         if actions:
+            self.vf_claims = self._read_claims()
             try:
                 self.observed = self.driver().list_owned()
             except NetworkError as exc:
@@ -139,13 +149,14 @@ class SiteNetwork:
 
     # -- VFs ------------------------------------------------------------------------
 
-    def _vf(self, pci: str) -> tuple[PhysicalFunction, VirtualFunction] | None:
-        assert self.sriov is not None
-        for pfs in self.sriov.scan().values():
-            for pf in pfs:
-                for vf in pf.vfs:
-                    if vf.pci == pci:
-                        return pf, vf
+    @staticmethod
+    def _find(
+        pfs: dict[str, tuple[PhysicalFunction, ...]], pci: str
+    ) -> tuple[PhysicalFunction, VirtualFunction] | None:
+        for pf in (pf for functions in pfs.values() for pf in functions):
+            for vf in pf.vfs:
+                if vf.pci == pci:
+                    return pf, vf
         return None
 
     def _bind_vf(self, port: PortSpec, desired: NetDesired) -> None:
@@ -155,26 +166,25 @@ class SiteNetwork:
         network = desired.networks.get(port.network_id)
         if network is None or not network.physnet:
             raise NetworkError(resource, "a direct port needs a network with a physnet", True)
-        held = [pci for pci, (owner, _) in self.state.claims("vf").items() if owner == port.id]
-        if held:
-            found = self._vf(held[0])
+        pfs = self.sriov.scan()
+        held = self.vf_claims.get(port.id)
+        if held is not None:
+            found = self._find(pfs, held.pci)
             if found is None:
-                raise SriovError(f"port {port.id}: its VF {held[0]} is gone from the inventory")
-            pf, vf = found
+                raise SriovError(f"port {port.id}: its VF {held.pci} is gone from the inventory")
         else:
-            taken = self.state.claims("vf")
-            vf = self.sriov.allocate(
-                network.physnet, port.numa_node, taken, strict=port.numa_node is not None
-            )
-            found = self._vf(vf.pci)
+            taken = [claim.pci for claim in self.vf_claims.values()]
+            strict = port.numa_node is not None
+            vf = allocate_vf(pfs, network.physnet, port.numa_node, taken, strict=strict)
+            found = self._find(pfs, vf.pci)
             assert found is not None
-            pf = found[0]
             # Claimed before it is configured: a crash in between leaves a claim to finish.
             self.state.claim("vf", {vf.pci: PENDING}, port.id)
+            self.vf_claims[port.id] = VfClaim(port.id, vf.pci, False)
+        pf, vf = found
         from edged.drivers.sriov_vf import VfSettings
 
-        vlan = network.segmentation_id if network.segmentation == "vlan" else None
-        self.vf_config.configure(pf, vf, VfSettings(mac=port.mac, vlan=vlan))
+        self.vf_config.configure(pf, vf, VfSettings(mac=port.mac, vlan=network.vlan))
         self.state.claim("vf", {vf.pci: CONFIGURED}, port.id)
         log.info(
             "port %s bound to VF %s (%s vf %d, NUMA node %d)",
@@ -186,13 +196,13 @@ class SiteNetwork:
         )
 
     def _release_vf(self, port_id: str) -> None:
-        held = [pci for pci, (owner, _) in self.state.claims("vf").items() if owner == port_id]
-        for pci in held:
-            found = self._vf(pci) if self.sriov is not None else None
-            if found is not None and self.vf_config is not None:
+        held = self.vf_claims.get(port_id)
+        if held is not None and self.sriov is not None and self.vf_config is not None:
+            found = self._find(self.sriov.scan(), held.pci)
+            if found is not None:
                 self.vf_config.reset(*found)
         self.state.release("vf", [port_id])
-        log.info("port %s released its VF %s", port_id, ", ".join(held))
+        log.info("port %s released its VF %s", port_id, held.pci if held else "(none)")
 
     # -- what servers and central need ----------------------------------------------
 
@@ -208,16 +218,15 @@ class SiteNetwork:
             return Nic(
                 port.id, port.mac, "tap", tap=have.tap, mtu=network.mtu, addresses=port.addresses
             )
-        claim = self.claims().get(port.id)
+        claim = self.vf_claims.get(port.id)
         if claim is None or not claim.configured:
             return None
-        vlan = network.segmentation_id if network.segmentation == "vlan" else None
         return Nic(
             port.id,
             port.mac,
             "hostdev",
             pci=claim.pci,
-            vlan=vlan,
+            vlan=network.vlan,
             mtu=network.mtu,
             addresses=port.addresses,
         )
@@ -237,7 +246,7 @@ class SiteNetwork:
                 networks[nid] = {"state": "building", "reason": ""}
             networks[nid]["bridge"] = bridge_name(spec.id)
         ports: dict[str, Any] = {}
-        claims = self.claims()
+        claims = self.vf_claims
         vfs = self._vf_index(claims)
         for pid, port in desired.ports.items():
             key = f"port:{pid}"

@@ -378,7 +378,8 @@ class LibvirtCompute(ComputeDriver):
         """Remove the NIC of ``port_id`` (by alias); a NIC that is not there is fine.
 
         A live removal completes when the guest releases the device; the
-        persistent definition (what :meth:`list_owned` reports) changes at once.
+        persistent definition changes at once, and until the live one follows
+        :meth:`list_owned` reports the port as ``half_plugged``.
         """
         self._check_id(server_id)
         try:

@@ -50,6 +50,11 @@ class NetworkSpec:
     physnet: str | None = None
     mtu: int = 1450
 
+    @property
+    def vlan(self) -> int | None:
+        """The VLAN id its frames carry on the physnet (VLAN networks), else None."""
+        return self.segmentation_id if self.segmentation == "vlan" else None
+
     def check(self) -> str | None:
         """A problem with the values, or None."""
         if not self.id:

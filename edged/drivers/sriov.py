@@ -197,8 +197,3 @@ class SriovInventory:
     def inventory(self, allocated: Iterable[str] = ()) -> dict[str, dict[int, NodeCount]]:
         """Per physnet, per NUMA node: total and free VFs."""
         return count(self.scan(), allocated)
-
-    def allocate(
-        self, physnet: str, numa_node: int | None, allocated: Iterable[str], *, strict: bool = False
-    ) -> VirtualFunction:
-        return allocate_vf(self.scan(), physnet, numa_node, allocated, strict=strict)

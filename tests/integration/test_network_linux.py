@@ -21,7 +21,7 @@ from pyroute2 import IPRoute
 
 from edged.drivers.network import NetworkError, NetworkSpec, PortSpec, bridge_name, vxlan_name
 from edged.drivers.network_linux import LinuxNetwork
-from edged.drivers.sriov import SriovInventory, parse_physnets
+from edged.drivers.sriov import SriovInventory, allocate_vf, parse_physnets
 from tests.host import require_netns, skip
 
 SITE = "edge-t"
@@ -293,7 +293,7 @@ def test_sriov_bed_vfs_are_real_veths(make_ns: Callable[[], str], tmp_path: Path
     os.symlink(pf_dev, tmp_path / "class" / "net" / "pf0" / "device")
 
     inv = SriovInventory(tmp_path, parse_physnets("physnet1=pf0"))
-    vf = inv.allocate("physnet1", 0, [])
+    vf = allocate_vf(inv.scan(), "physnet1", 0, [])
     assert inv.inventory([vf.pci])["physnet1"][0].free == 1
     assert vf.netdev == "vf0"
     assert link(host, vf.netdev)["index"] > 0  # the VF's netdev is a real link

@@ -241,7 +241,7 @@ def test_plan_nics_retries_a_hot_plug_the_guest_has_not_completed() -> None:
     ]
 
 
-def test_an_unreadable_entry_is_left_out_and_the_rest_is_kept() -> None:
+def test_an_unreadable_entry_removes_nothing_and_the_rest_is_made() -> None:
     doc = {
         "networks": [{"kind": "tenant"}, {"id": "n1", "segmentation_id": 7, "mtu": 1450}, 5],
         "ports": [
@@ -252,3 +252,11 @@ def test_an_unreadable_entry_is_left_out_and_the_rest_is_kept() -> None:
     }
     desired = desired_from_document(doc)
     assert list(desired.networks) == ["n1"] and list(desired.ports) == ["p1"]
+    assert len(desired.problems) == 4
+    # The unreadable entries might be these: they stay until the document can be read.
+    observed = Observed({"n9": observed_net(NET)}, {"p2": observed_tap(TAP)})
+    claims = {"p3": VfClaim("p3", "0000:01:00.1", configured=True)}
+    assert kinds(plan_network(desired, observed, claims, servers=())) == [
+        ("ensure_network", "n1"),
+        ("ensure_port", "p1"),
+    ]

@@ -83,12 +83,12 @@ def test_exhaustion_names_physnet_and_node(root: Path) -> None:
     inv = SriovInventory(root, parse_physnets("physnet1=pf0;physnet2=pf1"))
     used: list[str] = []
     for _ in range(4):
-        used.append(inv.allocate("physnet2", 1, used).pci)
+        used.append(allocate_vf(inv.scan(), "physnet2", 1, used).pci)
     assert len(set(used)) == 4
     with pytest.raises(SriovError, match=r"no free VF on physnet 'physnet2' on NUMA node 1"):
-        inv.allocate("physnet2", 1, used)
+        allocate_vf(inv.scan(), "physnet2", 1, used)
     with pytest.raises(SriovError, match="physnet 'physnet9' has no SR-IOV PFs"):
-        inv.allocate("physnet9", 0, used)
+        allocate_vf(inv.scan(), "physnet9", 0, used)
 
 
 def test_uevent_gives_pci_address_when_device_is_a_directory(tmp_path: Path) -> None:
