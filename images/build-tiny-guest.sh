@@ -9,7 +9,7 @@
 # machines holding an older build rebuild it.
 set -euo pipefail
 
-IMAGE_VERSION=2  # 2: skerry.ip / skerry.ping network contract
+IMAGE_VERSION=3  # 2: skerry.ip / skerry.ping network contract; 3: config disk, SKERRY-DISK, skerry.stamp
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE_DIR=${SKERRY_IMAGE_DIR:-$REPO/images/build}
 OUT=$IMAGE_DIR/tiny
@@ -69,8 +69,22 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
          failover net_failover virtio_net; do
   [ -e /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko >/dev/null 2>&1
 done
+# Arguments: the kernel command line, plus the text of a config disk (a virtio disk
+# whose first line is SKERRY-CONFIG) when the guest booted from a disk image.
+sleep 0.3
+ARGS=$(cat /proc/cmdline)
+CONFIG_DEV=""
+for b in /sys/block/vd*; do
+  [ -e "$b" ] || continue
+  d=$(basename "$b")
+  if [ "$(head -c 14 "/dev/$d" 2>/dev/null)" = "SKERRY-CONFIG" ]; then
+    CONFIG_DEV=$d
+    ARGS="$ARGS $(head -c 65536 "/dev/$d" | tr -d '\000' | sed 1d)"
+  fi
+done
+echo "$ARGS" >/tmp/args
 NAME=skerry-guest
-for arg in $(cat /proc/cmdline); do
+for arg in $ARGS; do
   case "$arg" in skerry.hostname=*) NAME="${arg#skerry.hostname=}" ;; esac
 done
 hostname "$NAME"
@@ -83,7 +97,7 @@ iface_of() {
   done
   return 1
 }
-for arg in $(cat /proc/cmdline); do
+for arg in $ARGS; do
   case "$arg" in skerry.ip=*,*) ;; *) continue ;; esac
   spec=${arg#skerry.ip=}; mac=${spec%%,*}; addr=${spec#*,}
   dev=""
@@ -100,7 +114,7 @@ done
 echo "SKERRY-GUEST-UP hostname=$NAME" >/dev/ttyS0
 
 # skerry.ping=A[,B...]: ping each target once a second, 120 rounds, one line per ping.
-for arg in $(cat /proc/cmdline); do
+for arg in $ARGS; do
   case "$arg" in skerry.ping=*) TARGETS=$(echo "${arg#skerry.ping=}" | tr , ' ') ;; esac
 done
 if [ -n "${TARGETS:-}" ]; then
@@ -114,7 +128,36 @@ if [ -n "${TARGETS:-}" ]; then
     done
   ) &
 fi
-while true; do sleep 3600; done
+# Disks: one SKERRY-DISK line per virtio disk at boot and per disk plugged or
+# unplugged later. skerry.stamp=TEXT: the guest writes TEXT, repeated over the
+# first 64 KiB, onto every disk that appears after boot, then syncs.
+for arg in $ARGS; do
+  case "$arg" in skerry.stamp=*) STAMP="${arg#skerry.stamp=}" ;; esac
+done
+disk_line() {
+  serial=$(cat "/sys/block/$1/serial" 2>/dev/null)
+  sectors=$(cat "/sys/block/$1/size" 2>/dev/null)
+  echo "SKERRY-DISK $2 dev=$1 bytes=$((${sectors:-0} * 512)) serial=${serial:-none}" >/dev/ttyS0
+}
+disks() { for b in /sys/block/vd*; do [ -e "$b" ] && basename "$b"; done | grep -vx "${CONFIG_DEV:-none}"; }
+SEEN=$(disks)
+for d in $SEEN; do disk_line "$d" present; done
+while true; do
+  NOW=$(disks)
+  for d in $NOW; do
+    echo "$SEEN" | grep -qx "$d" && continue
+    disk_line "$d" added
+    if [ -n "${STAMP:-}" ]; then
+      yes "$STAMP" | head -c 65536 >"/dev/$d" 2>/dev/null && sync && \
+        echo "SKERRY-DISK stamped dev=$d" >/dev/ttyS0
+    fi
+  done
+  for d in $SEEN; do
+    echo "$NOW" | grep -qx "$d" || echo "SKERRY-DISK removed dev=$d" >/dev/ttyS0
+  done
+  SEEN=$NOW
+  sleep 0.5
+done
 INIT
 chmod +x rd/init
 (cd rd && find . | ../bb/bin/busybox cpio -o -H newc 2>/dev/null | gzip -1 >../initrd.gz)
