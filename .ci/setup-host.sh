@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc
-      qemu-system-x86 qemu-utils iproute2 kmod busybox-static cpio)
+      qemu-system-x86 qemu-utils iproute2 kmod busybox-static cpio
+      syslinux syslinux-common mtools dosfstools)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -74,4 +75,6 @@ bash images/build-tiny-guest.sh >/dev/null
 want=$(sed -n 's/^IMAGE_VERSION=\([0-9]*\).*/\1/p' images/build-tiny-guest.sh)
 have=$(cat "${SKERRY_IMAGE_DIR:-images/build}/tiny/VERSION" 2>/dev/null || echo none)
 [ "$have" = "$want" ] || { echo "setup-host: guest image is version $have, want $want" >&2; exit 1; }
+# The same guest as a bootable disk image (central image store / site cache tests).
+bash images/build-tiny-disk.sh >/dev/null
 echo "setup-host: ready (libvirtd up, venv at .venv, guest image in images/build/tiny)"
