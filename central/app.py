@@ -29,6 +29,7 @@ from central.api import (
 from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
+from central.image_feed import ImageFeed
 from central.store import Store
 
 log = logging.getLogger("central.api")
@@ -61,6 +62,8 @@ def create_app(config: CentralConfig) -> Quart:
     ctx = zmq.asyncio.Context()
     hub = Hub(config, store, ctx)
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
+    feed = ImageFeed(config.image_endpoint, config.image_path, hub)
+    app.extensions["skerry.image_feed"] = feed
 
     @app.before_request
     async def _request_id() -> None:
@@ -83,7 +86,9 @@ def create_app(config: CentralConfig) -> Quart:
     @app.while_serving
     async def _hub():  # type: ignore[no-untyped-def]
         await hub.start()
+        await feed.start()  # after the hub: its ZAP handler admits the site keys
         yield
+        await feed.stop()
         await hub.stop()
         ctx.term()
         store.close()

@@ -18,6 +18,10 @@ class CentralConfig:
     hub_endpoint: str = setting(
         "tcp://127.0.0.1:8701", "ZeroMQ endpoint the hub's ROUTER binds for edge sites."
     )
+    image_endpoint: str = setting(
+        "tcp://127.0.0.1:8702",
+        "ZeroMQ endpoint of the image feed: sites pull image bytes here (CURVE, enrolled keys).",
+    )
     hub_secret_key_file: Path | None = setting(
         None,
         "The hub's CURVE key pair (file with 'public: <z85>' and 'secret: <z85>' lines, "
@@ -59,7 +63,9 @@ class CentralConfig:
         64 * 1024**3, "Largest image file an upload may carry, in bytes (more: HTTP 413)."
     )
     require_signed_images: bool = setting(
-        False, "Refuse image uploads without a signature that verifies against a trusted key."
+        False,
+        "Refuse image uploads without a signature that verifies against a trusted key; "
+        "sites receive the policy in their document and refuse to boot unsigned images.",
     )
 
     @property

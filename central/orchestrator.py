@@ -17,7 +17,11 @@ from central.store import Store, dumps, now
 log = logging.getLogger(__name__)
 
 # Fleet-wide settings every site receives in its document, with their defaults.
-SETTINGS_DEFAULTS: dict[str, float] = {"reconcile_interval_s": 10.0, "stop_grace_s": 5.0}
+SETTINGS_DEFAULTS: dict[str, float | bool] = {
+    "reconcile_interval_s": 10.0,
+    "stop_grace_s": 5.0,
+    "require_signed_images": False,  # every site refuses to boot an unsigned central image
+}
 
 SERVER_FIELDS = (
     "id",
@@ -41,7 +45,7 @@ NETWORK_STATUS = {"active": "ACTIVE", "error": "ERROR"}
 PORT_STATUS = {"active": "ACTIVE", "down": "DOWN", "error": "ERROR"}
 
 
-def settings(store: Store) -> dict[str, float]:
+def settings(store: Store) -> dict[str, float | bool]:
     values = dict(SETTINGS_DEFAULTS)
     for row in store.db["settings"].rows:
         values[row["key"]] = json.loads(row["value"])
@@ -52,7 +56,7 @@ def build_document(
     store: Store,
     site: str,
     generation: int,
-    fleet: dict[str, float] | None = None,
+    fleet: dict[str, float | bool] | None = None,
     identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The desired state of ``site`` as its records say now.
@@ -78,7 +82,24 @@ def build_document(
         "networks": networks,
         "ports": ports,
         "identity": identity if identity is not None else build_section(store),
+        **image_sections(store, servers),
     }
+
+
+def image_sections(store: Store, servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The central images the site's servers boot from (the site pulls and verifies them)
+    and every trusted signing key (the fleet's policy is ``settings.require_signed_images``)."""
+    wanted = sorted({s["image"] for s in servers})
+    images = []
+    if wanted:
+        marks = ",".join("?" * len(wanted))
+        images = store.query(
+            "SELECT id, sha256, size, disk_format AS format, signature, signing_key_id "
+            f"FROM images WHERE status = 'active' AND id IN ({marks}) ORDER BY id",
+            tuple(wanted),
+        )
+    keys = store.query("SELECT id, public_key FROM image_signing_keys ORDER BY id")
+    return {"images": images, "image_signing_keys": keys if images else []}
 
 
 def network_sections(store: Store, site: str) -> tuple[list[dict], list[dict]]:
@@ -113,7 +134,7 @@ def publish(
     site: str,
     keep: int = 20,
     floor: int = 0,
-    fleet: dict[str, float] | None = None,
+    fleet: dict[str, float | bool] | None = None,
     identity: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Write the next generation of ``site``'s document; returns it with its generation.

@@ -23,6 +23,20 @@ class EdgeConfig:
     central_endpoint: str = setting(
         "tcp://127.0.0.1:8701", "ZeroMQ endpoint of central's hub (its ROUTER)."
     )
+    central_image_endpoint: str = setting(
+        "",
+        "ZeroMQ endpoint of central's image feed (CURVE, the site's key); empty: "
+        "central_endpoint's host with port 8702.",
+    )
+    image_cache_ttl_s: float = setting(
+        7 * 86400.0,
+        "Seconds a cached image no desired server uses is kept before it is collected.",
+    )
+    require_signed_images: bool = setting(
+        False,
+        "Refuse to boot central images without a signature that verifies with a trusted "
+        "key, whatever the fleet's policy.",
+    )
     curve_secret_key_file: Path | None = setting(
         None,
         "Required. The site's CURVE key pair as written by `skerry sites enroll --write-secret`: "
@@ -84,7 +98,12 @@ class EdgeConfig:
         """A problem with the values, or None."""
         if not SITE_NAME.match(self.site):
             return f"key 'site' must be a site name (a-z, 0-9, '-'), got {self.site!r}"
-        for key in ("reconcile_interval_s", "heartbeat_interval_s", "central_timeout_s"):
+        for key in (
+            "reconcile_interval_s",
+            "heartbeat_interval_s",
+            "central_timeout_s",
+            "image_cache_ttl_s",
+        ):
             if getattr(self, key) <= 0:
                 return f"key {key!r} must be > 0"
         if self.stop_grace_s < 0:

@@ -22,7 +22,9 @@ from edged.drivers.compute import ComputeDriver
 from edged.drivers.numa import NumaError, inventory_section, read_topology
 from edged.executor import Executor
 from edged.identity import IdentityCache
-from edged.link import Link
+from edged.image_cache import ImageCache
+from edged.image_fetch import ImageClient, ImagePuller, image_endpoint
+from edged.link import Link, load_curve_keys
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
 from edged.state import LocalState
@@ -41,11 +43,25 @@ class EdgeDaemon:
         self.driver = driver
         self.state = LocalState(config.state_dir)
         self.network = site_network(config, self.state)
+        self.ctx = zmq.asyncio.Context()
+        # Central images: pulled over CURVE into <state_dir>/images, verified, kept.
+        self.image_client = ImageClient(
+            image_endpoint(config), lambda: load_curve_keys(config), self.ctx
+        )
+        self.images = ImagePuller(
+            ImageCache(config.state_dir / "images"),
+            self.image_client.get,
+            self.state.document,
+            require_signed=config.require_signed_images,
+            ttl_s=config.image_cache_ttl_s,
+            on_cached=lambda: self.wake.set(),
+        )
         self.executor = Executor(
             driver,
             network=self.network,
             topology=lambda: read_topology(config.sysfs_root),
             state=self.state,
+            images=self.images,
         )
         self.overrides = OverrideStore(self.state)
         # Tokens are checked against the held document's snapshot from the first second.
@@ -54,7 +70,6 @@ class EdgeDaemon:
             self.identity.load(self.state.generation, self.state.document())
         # Around every use of the driver: reconcile passes and local API actions.
         self.driver_lock = asyncio.Lock()
-        self.ctx = zmq.asyncio.Context()
         self.link = Link(
             config,
             self.ctx,
@@ -81,6 +96,7 @@ class EdgeDaemon:
                 log.info("generation %d accepted", generation)
                 self.identity.load(generation, document)
                 self.wake.set()
+                self.images.wake.set()
             else:
                 self.link.counters["desired_duplicate"] += 1
             # Acknowledge only now: the document is fsynced (or was already held).
@@ -103,6 +119,10 @@ class EdgeDaemon:
             "reconcile": {**dict(self.executor.counters), **self.last_pass},
             "held_generation": self.state.generation,
             "identity": self.identity.stats(),
+            "images": {
+                **dict(self.images.counters),
+                **{f"dropped_{k}": v for k, v in self.image_client.drops.items()},
+            },
             "local_overrides": {
                 o.server_id: {
                     "power": o.power,
@@ -241,6 +261,7 @@ class EdgeDaemon:
         tasks = [
             asyncio.create_task(self.link.run(), name="link"),
             asyncio.create_task(self.reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self.images.run(), name="images"),
         ]
         if self.config.local_api_port:
             tasks.append(asyncio.create_task(self.serve_local_api(stop), name="local-api"))
@@ -251,6 +272,7 @@ class EdgeDaemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.link.close()
+        self.image_client.close()
         self.ctx.term()
         self.state.close()
         self.network.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edged.drivers.compute import (
+    BootImage,
     ComputeDriver,
     ComputeError,
     Nic,
@@ -28,6 +29,8 @@ from edged.drivers.compute import (
     ServerSpec,
 )
 from edged.drivers.numa import HostNode, NumaError, assign_cells
+from edged.image_cache import ImageEntry, entries_from_document
+from edged.image_fetch import ImagePuller, ImageStatus
 from edged.reconcile import (
     Action,
     NicAction,
@@ -74,6 +77,8 @@ class Executor:
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
     # server id -> reason of the last temporary failure (retried next pass).
     transient: dict[str, str] = field(default_factory=dict)
+    # Central images: the cache and its puller (None: servers boot kernel images only).
+    images: ImagePuller | None = None
 
     def run_pass(
         self,
@@ -90,7 +95,10 @@ class Executor:
         self.transient = {}
         observed = self.driver.list_owned()
         leftovers = self.driver.list_leftovers()
-        actions = plan(desired, observed, leftovers, {k: v[0] for k, v in self.failed.items()})
+        entries = entries_from_document(document)
+        waiting = self._image_waits(desired, entries, document)
+        failed_builds = {k: v[0] for k, v in self.failed.items()}
+        actions = plan(desired, observed, leftovers, failed_builds, unbootable=waiting)
         errors: dict[str, str] = {}
         rebuilding = {a.server_id for a in actions if a.kind in ("delete", "create")}
         for action in (a for a in actions if a.kind == "delete"):
@@ -104,7 +112,7 @@ class Executor:
             else []
         )
         for action in (a for a in actions if a.kind != "delete"):
-            self._apply(action, errors, net)
+            self._apply(action, errors, net, entries)
         observed = self.driver.list_owned()
         ready = {pid for pid, port in net.ports.items() if self._nic(port.id, net) is not None}
         plug = plan_nics(desired, observed, ready)
@@ -113,7 +121,7 @@ class Executor:
         if plug:
             observed = self.driver.list_owned()
         self._forget_claims(desired, observed)
-        report = self._report(desired, observed)
+        report = self._report(desired, observed, waiting)
         if self.network is not None:
             running = {sid for sid, o in observed.items() if o.state == "running"}
             report |= self.network.report(net, running)
@@ -198,14 +206,64 @@ class Executor:
         if gone:
             self.state.release("cpu", sorted(gone))
 
-    def _apply(self, action: Action, errors: dict[str, str], net: NetDesired) -> None:
+    # -- images -----------------------------------------------------------------------
+
+    def _image_waits(
+        self,
+        desired: list[ServerSpec],
+        entries: dict[str, ImageEntry],
+        document: dict[str, Any] | None,
+    ) -> dict[str, ImageStatus]:
+        """Servers whose central image is not cached and verified yet (or refused), with why."""
+        waits: dict[str, ImageStatus] = {}
+        for spec in desired:
+            if not spec.image_sha256:
+                continue
+            entry = entries.get(spec.image)
+            if entry is None:
+                waits[spec.id] = ImageStatus("error", f"image {spec.image}: entry unreadable")
+            elif self.images is None:
+                waits[spec.id] = ImageStatus("error", "this site has no image cache")
+            else:
+                status = self.images.status(entry, document)
+                if status.state != "ready":
+                    waits[spec.id] = status
+        return waits
+
+    def _boot_image(self, spec: ServerSpec, entries: dict[str, ImageEntry]) -> BootImage | None:
+        """The verified cached image of a server booting from a central image (hashed again)."""
+        if not spec.image_sha256:
+            return None
+        entry = entries.get(spec.image)
+        if self.images is None or entry is None:
+            raise ComputeError(spec.id, f"image {spec.image} is not available at this site")
+        path = self.images.cache.cached_path(spec.image)
+        if path is None:
+            self.images.wake.set()
+            raise ComputeError(
+                spec.id, f"image {spec.image}: not in the cache (changed on disk?); pulling again"
+            )
+        return BootImage(path, entry.format)
+
+    def _apply(
+        self,
+        action: Action,
+        errors: dict[str, str],
+        net: NetDesired,
+        entries: dict[str, ImageEntry] | None = None,
+    ) -> None:
         try:
             if action.kind == "delete":
                 self.driver.delete(action.server_id)
             elif action.kind == "create":
                 assert action.spec is not None
                 nics = self._nics(action.spec, net)
-                self.driver.create(action.spec, nics, self._placement(action.spec))
+                boot = self._boot_image(action.spec, entries or {})
+                placement = self._placement(action.spec)
+                if boot is None:
+                    self.driver.create(action.spec, nics, placement)
+                else:
+                    self.driver.create(action.spec, nics, placement, boot_image=boot)
                 self.failed.pop(action.server_id, None)
             elif action.kind == "start":
                 self.driver.start(action.server_id)
@@ -243,14 +301,21 @@ class Executor:
             )
 
     def _report(
-        self, desired: list[ServerSpec], observed: dict[str, ObservedServer]
+        self,
+        desired: list[ServerSpec],
+        observed: dict[str, ObservedServer],
+        waiting: dict[str, ImageStatus] | None = None,
     ) -> dict[str, Any]:
-        """Per-server state for central: running, shutoff, or error with a reason."""
+        """Per-server state for central: running, shutoff, pending (its image) or error."""
         servers: dict[str, Any] = {}
+        waiting = waiting or {}
         for spec in desired:
             have = observed.get(spec.id)
             entry: dict[str, Any]
-            if spec.id in self.failed:
+            if have is None and spec.id in waiting:
+                wait = waiting[spec.id]
+                entry = {"state": wait.state, "reason": wait.reason}
+            elif spec.id in self.failed:
                 entry = {"state": "error", "reason": self.failed[spec.id][1]}
             elif have is None:
                 if spec.id not in self.transient:

@@ -30,6 +30,12 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
     """The servers a desired-state document asks for."""
     if not document:
         return []
+    images = document.get("images")
+    sha_of = {
+        i.get("id"): i.get("sha256")
+        for i in (images if isinstance(images, list) else [])
+        if isinstance(i, dict) and isinstance(i.get("sha256"), str)
+    }
     return [
         ServerSpec(
             id=s["id"],
@@ -45,6 +51,7 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
             numa_placement=tuple(int(n) for n in s.get("numa_placement") or ()),
             ports=tuple(s.get("ports") or ()),
             metadata=tuple(sorted((str(k), str(v)) for k, v in (s.get("metadata") or {}).items())),
+            image_sha256=sha_of.get(s["image"], ""),
         )
         for s in document.get("servers", [])
     ]
@@ -97,12 +104,15 @@ def plan(
     observed: Mapping[str, ObservedServer],
     leftovers: Iterable[str] = (),
     failed_builds: Mapping[str, str] | None = None,
+    unbootable: Collection[str] = (),
 ) -> list[Action]:
     """Actions that take ``observed`` to ``desired``.
 
     ``leftovers`` are server ids with files but no domain (a create that
     crashed half-way); ``failed_builds`` maps server id to the build hash whose
-    creation failed permanently, which is not retried until the spec changes.
+    creation failed permanently, which is not retried until the spec changes;
+    ``unbootable`` are servers whose image is not in the cache and verified yet
+    (or was refused): they are not created (an existing domain is kept).
     """
     failed_builds = failed_builds or {}
     wanted = {spec.id: spec for spec in desired}
@@ -116,7 +126,7 @@ def plan(
             actions.append(Action("delete", server_id))
             have = None
         if have is None:
-            if failed_builds.get(server_id) != build:
+            if failed_builds.get(server_id) != build and server_id not in unbootable:
                 actions.append(Action("create", server_id, spec))
             continue
         if spec.power == "running" and have.state != "running":

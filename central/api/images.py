@@ -247,10 +247,14 @@ async def download_image(image_id: str):  # type: ignore[no-untyped-def]
 @bp.delete("/<image_id>")
 @writer
 @validate_response(Error, 404)
+@validate_response(Error, 409)
 async def delete_image(image_id: str):  # type: ignore[no-untyped-def]
-    """Delete an image's record and its file."""
+    """Delete an image's record and its file; refused (409) while a server boots from it."""
     changeable_image(image_id)
     with services().store.transaction() as db:
+        used = db.conn.execute("SELECT id FROM servers WHERE image = ? LIMIT 1", (image_id,))
+        if used.fetchone() is not None:
+            raise conflict(f"image {image_id!r} is used by a server", field="image")
         db.conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
     image_store().remove(image_id)
     return "", 204

@@ -67,7 +67,11 @@ class ServerCreate(Strict):
     name: str = Field(pattern=SERVER_NAME, description="Guest hostname.")
     site: str = Field(pattern=NAME, description="Site the server runs at.")
     flavor: Flavor
-    image: str = Field(pattern=IMAGE, description="Image name in the site's image directory.")
+    image: str = Field(
+        pattern=IMAGE,
+        description="A central image (id, or name of an active image the project sees), "
+        "or else the name of a kernel-boot image in the site's image directory.",
+    )
     power: Literal["running", "stopped"] = "running"
     ports: list[str] = Field(
         default_factory=list,
@@ -116,11 +120,15 @@ class ServerList(BaseModel):
 class Settings(Strict):
     reconcile_interval_s: float | None = Field(default=None, gt=0, le=3600)
     stop_grace_s: float | None = Field(default=None, ge=0, le=600)
+    require_signed_images: bool | None = Field(
+        default=None, description="Every site refuses to boot a central image that is unsigned."
+    )
 
 
 class SettingsView(BaseModel):
     reconcile_interval_s: float
     stop_grace_s: float
+    require_signed_images: bool = False
 
 
 class HubStats(BaseModel):

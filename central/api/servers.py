@@ -93,6 +93,29 @@ def _attach_ports(
     return direct
 
 
+def _resolve_image(store: Store, image: str) -> str:
+    """A central image the project sees (by id, or by the name of an active one): its id.
+
+    Anything else is the name of a kernel-boot image in the site's image directory,
+    kept as given. An image without its file yet, or a name shared by several
+    active images, is a 409.
+    """
+    scope = project_scope()
+    visible = "" if scope is None else " AND (project_id = ? OR visibility = 'public')"
+    args: tuple[Any, ...] = () if scope is None else (scope,)
+    row = store.one(f"SELECT id, status FROM images WHERE id = ?{visible}", (image, *args))
+    if row is not None:
+        if row["status"] != "active":
+            raise conflict(f"image {image!r} has no file yet", field="image")
+        return image
+    rows = store.query(
+        f"SELECT id FROM images WHERE name = ? AND status = 'active'{visible}", (image, *args)
+    )
+    if len(rows) > 1:
+        raise conflict(f"several images are named {image!r}; give the image id", field="image")
+    return rows[0]["id"] if rows else image
+
+
 def _shape(flavor: Flavor) -> Shape:
     """The flavor as placement sees it; 400 naming the field when it cannot be split in cells."""
     shape = Shape(
@@ -123,6 +146,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
     server_id = str(uuid.uuid4())
     stamp = now()
     with site_change(data.site) as store:
+        image = _resolve_image(store, data.image)
         store.db["servers"].insert(
             {
                 "id": server_id,
@@ -130,7 +154,7 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
                 "site": data.site,
                 "project_id": principal().project_id,
                 **data.flavor.model_dump(),
-                "image": data.image,
+                "image": image,
                 "power": data.power,
                 "metadata": dumps(data.metadata),
                 "status": "BUILD",

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Literal
 
 PowerState = Literal["running", "stopped"]
@@ -63,6 +64,9 @@ class ServerSpec:
     # Server metadata, (key, value) sorted by key: the guest reads it at boot
     # (the tiny image: ``skerry.<key>=<value>`` on its kernel command line).
     metadata: tuple[tuple[str, str], ...] = ()
+    # sha256 of the central image the server boots from (a disk image pulled into the
+    # site's cache); "" = ``image`` names a kernel-boot directory in the site's image_dir.
+    image_sha256: str = ""
 
     @property
     def page_size_kb(self) -> int:
@@ -104,6 +108,15 @@ class Nic:
     pci: str = ""
     vlan: int | None = None
     addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BootImage:
+    """A verified disk image in the site's cache that a server boots from (its root
+    disk is a qcow2 overlay on it; the guest's arguments come on a config disk)."""
+
+    path: Path
+    format: str  # "qcow2" | "raw": the overlay's backing format, never probed
 
 
 @dataclass(frozen=True)
@@ -186,9 +199,14 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def create(
-        self, spec: ServerSpec, nics: Sequence[Nic] = (), placement: Placement | None = None
+        self,
+        spec: ServerSpec,
+        nics: Sequence[Nic] = (),
+        placement: Placement | None = None,
+        boot_image: BootImage | None = None,
     ) -> None:
-        """Define the server (and start it when it should run)."""
+        """Define the server (and start it when it should run); with ``boot_image`` it
+        boots from that disk image instead of ``spec.image``'s kernel and initrd."""
 
     @abc.abstractmethod
     def attach_nic(self, server_id: str, nic: Nic) -> None:

@@ -18,6 +18,7 @@ from a worker thread.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -30,6 +31,7 @@ from pathlib import Path
 import libvirt
 
 from edged.drivers.compute import (
+    BootImage,
     ComputeDriver,
     ComputeError,
     Inventory,
@@ -43,6 +45,8 @@ from edged.drivers.domain_xml import (
     NS,
     Ownership,
     build_domain_xml,
+    config_disk_bytes,
+    config_disk_path,
     console_path,
     disk_path,
     domain_name,
@@ -225,22 +229,43 @@ class LibvirtCompute(ComputeDriver):
 
     def _remove_files(self, server_id: str) -> None:
         disk_path(self.state_dir, server_id).unlink(missing_ok=True)
+        config_disk_path(self.state_dir, server_id).unlink(missing_ok=True)
         console_path(self.state_dir, server_id).unlink(missing_ok=True)
 
-    def _make_disk(self, spec: ServerSpec) -> None:
+    def _make_disk(self, spec: ServerSpec, boot_image: BootImage | None = None) -> None:
+        """An empty qcow2 root disk of ``disk_gb``, or a qcow2 overlay on ``boot_image``
+        (backing format stated, never probed), grown to ``disk_gb`` when the image is smaller."""
         path = disk_path(self.state_dir, spec.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         console_path(self.state_dir, spec.id).parent.mkdir(parents=True, exist_ok=True)
-        cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{spec.disk_gb}G"]
+        size = f"{spec.disk_gb}G"
+        if boot_image is None:
+            self._qemu_img(spec, "create", "-q", "-f", "qcow2", str(path), size)
+            return
+        backing = ["-F", boot_image.format, "-b", str(boot_image.path)]
+        self._qemu_img(spec, "create", "-q", "-f", "qcow2", *backing, str(path))
+        info = self._qemu_img(spec, "info", "--output=json", str(path))
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+            current = int(json.loads(info)["virtual-size"])
+        except (ValueError, KeyError, TypeError):
+            current = 0
+        if current < spec.disk_gb * 2**30:
+            self._qemu_img(spec, "resize", "-q", str(path), size)
+
+    def _qemu_img(self, spec: ServerSpec, *args: str) -> str:
+        """Run ``qemu-img ARGS``; its output, or a ComputeError."""
+        try:
+            proc = subprocess.run(
+                ["qemu-img", *args], capture_output=True, text=True, timeout=60, check=False
+            )
         except FileNotFoundError as exc:
             raise ComputeError(spec.id, "qemu-img not found", permanent=True) from exc
         except subprocess.TimeoutExpired as exc:
-            raise ComputeError(spec.id, f"qemu-img create timed out for {path}") from exc
+            raise ComputeError(spec.id, f"qemu-img {args[0]} timed out") from exc
         if proc.returncode != 0:
             msg = proc.stderr.strip() or f"exit {proc.returncode}"
-            raise ComputeError(spec.id, f"qemu-img create {path} failed: {msg}")
+            raise ComputeError(spec.id, f"qemu-img {args[0]} {args[-1]} failed: {msg}")
+        return proc.stdout
 
     # --- ComputeDriver ----------------------------------------------------------
 
@@ -293,18 +318,28 @@ class LibvirtCompute(ComputeDriver):
             return ids - set(self.list_owned())
 
     def create(
-        self, spec: ServerSpec, nics: Sequence[Nic] = (), placement: Placement | None = None
+        self,
+        spec: ServerSpec,
+        nics: Sequence[Nic] = (),
+        placement: Placement | None = None,
+        boot_image: BootImage | None = None,
     ) -> None:
         """Define the server with ``nics`` and ``placement``; start it when it should run.
 
-        A NIC or placement that cannot be expressed is a permanent error.
+        With ``boot_image`` (a verified cached image) the root disk is a qcow2 overlay
+        on it and the guest's arguments go on a config disk. A NIC or placement that
+        cannot be expressed is a permanent error.
         """
         self._check_id(spec.id)
         if not _SAFE_NAME.fullmatch(spec.image):
             raise ComputeError(spec.id, f"invalid image name {spec.image!r}", permanent=True)
-        for path in image_paths(self.image_dir, spec.image):
-            if not path.is_file():
-                raise ComputeError(spec.id, f"image file missing: {path}", permanent=True)
+        if boot_image is not None:
+            if not boot_image.path.is_file():
+                raise ComputeError(spec.id, f"image file missing: {boot_image.path}")
+        else:
+            for path in image_paths(self.image_dir, spec.image):
+                if not path.is_file():
+                    raise ComputeError(spec.id, f"image file missing: {path}", permanent=True)
         with self._op(spec.id, "create"):
             found = self._lookup(spec.id)
             if found is not None:
@@ -338,12 +373,16 @@ class LibvirtCompute(ComputeDriver):
                     image_dir=self.image_dir,
                     nics=nics,
                     placement=placement,
+                    boot_image=boot_image,
                 )
+                config = config_disk_bytes(spec, nics) if boot_image is not None else None
             except ValueError as exc:
                 raise ComputeError(spec.id, str(exc), permanent=True) from exc
-            self._make_disk(spec)
             dom = None
             try:
+                self._make_disk(spec, boot_image)
+                if config is not None:
+                    config_disk_path(self.state_dir, spec.id).write_bytes(config)
                 dom = conn.defineXML(xml)
                 if spec.power == "running":
                     dom.create()

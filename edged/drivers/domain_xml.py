@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.drivers.compute import Nic, Placement, ServerSpec
+from edged.drivers.compute import BootImage, Nic, Placement, ServerSpec
 
 NS = "https://skerry.dev/xmlns/server/1"
 NS_PREFIX = "skerry"
@@ -70,6 +70,25 @@ def domain_name(site: str, server_id: str) -> str:
 def disk_path(state_dir: Path, server_id: str) -> Path:
     """The server's root disk (qcow2)."""
     return Path(state_dir) / "disks" / f"{server_id}.qcow2"
+
+
+def config_disk_path(state_dir: Path, server_id: str) -> Path:
+    """The config disk of a server booted from a disk image (raw, read-only to the guest)."""
+    return Path(state_dir) / "disks" / f"{server_id}.config"
+
+
+CONFIG_MAGIC = "SKERRY-CONFIG"
+CONFIG_DISK_BYTES = 64 * 1024
+
+
+def config_disk_bytes(spec: ServerSpec, nics: Sequence[Nic] = ()) -> bytes:
+    """``SKERRY-CONFIG``, then the ``skerry.*`` arguments of :func:`kernel_cmdline` on one
+    line, zero-padded to 64 KiB (a whole number of sectors; the tiny guest reads so much)."""
+    args = [a for a in kernel_cmdline(spec, nics).split() if a.startswith("skerry.")]
+    text = f"{CONFIG_MAGIC}\n{' '.join(args)}\n".encode()
+    if len(text) > CONFIG_DISK_BYTES:
+        raise ValueError("the guest's arguments do not fit on a config disk")
+    return text.ljust(CONFIG_DISK_BYTES, b"\0")
 
 
 def console_path(state_dir: Path, server_id: str) -> Path:
@@ -313,13 +332,15 @@ def build_domain_xml(
     image_dir: Path,
     nics: Sequence[Nic] = (),
     placement: Placement | None = None,
+    boot_image: BootImage | None = None,
 ) -> str:
     """The full domain XML for ``spec`` (``virt_type``: ``qemu``, ``kvm`` or ``test``).
 
+    With ``boot_image`` the guest boots from its root disk (an overlay on that image)
+    and gets its arguments on a config disk; otherwise from ``spec.image``'s kernel.
     Raises ValueError when ``nics`` or ``placement`` cannot be expressed (a bad
     PCI address, a placement that does not match the spec).
     """
-    kernel, initrd = image_paths(image_dir, spec.image)
     cells = guest_cells(spec, placement) if spec.numa_nodes > 1 or placement is not None else []
 
     dom = ET.Element("domain", {"type": virt_type})
@@ -339,9 +360,11 @@ def build_domain_xml(
 
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch="x86_64")
-    _sub(os_el, "kernel", str(kernel))
-    _sub(os_el, "initrd", str(initrd))
-    _sub(os_el, "cmdline", kernel_cmdline(spec, nics))
+    if boot_image is None:  # else the root disk carries <boot order='1'/>
+        kernel, initrd = image_paths(image_dir, spec.image)
+        _sub(os_el, "kernel", str(kernel))
+        _sub(os_el, "initrd", str(initrd))
+        _sub(os_el, "cmdline", kernel_cmdline(spec, nics))
 
     features = _sub(dom, "features")
     _sub(features, "acpi")
@@ -351,16 +374,33 @@ def build_domain_xml(
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
-    _devices(dom, spec, state_dir, nics)
+    _devices(dom, spec, state_dir, nics, boot_image)
     return ET.tostring(dom, encoding="unicode")
 
 
-def _devices(dom: ET.Element, spec: ServerSpec, state_dir: Path, nics: Sequence[Nic]) -> None:
+def _devices(
+    dom: ET.Element,
+    spec: ServerSpec,
+    state_dir: Path,
+    nics: Sequence[Nic],
+    boot_image: BootImage | None = None,
+) -> None:
     devices = _sub(dom, "devices")
     disk_el = _sub(devices, "disk", type="file", device="disk")
     _sub(disk_el, "driver", name="qemu", type="qcow2")
     _sub(disk_el, "source", file=str(disk_path(state_dir, spec.id)))
     _sub(disk_el, "target", dev="vda", bus="virtio")
+    if boot_image is not None:
+        # The overlay's backing file, with its format stated (never probed).
+        store = _sub(disk_el, "backingStore", type="file")
+        _sub(store, "format", type=boot_image.format)
+        _sub(store, "source", file=str(boot_image.path))
+        _sub(disk_el, "boot", order="1")
+        cfg = _sub(devices, "disk", type="file", device="disk")
+        _sub(cfg, "driver", name="qemu", type="raw")
+        _sub(cfg, "source", file=str(config_disk_path(state_dir, spec.id)))
+        _sub(cfg, "target", dev="vdb", bus="virtio")
+        _sub(cfg, "readonly")
 
     if len({nic.port_id for nic in nics}) != len(nics):
         raise ValueError("a port is given twice")

@@ -324,7 +324,8 @@ async def test_settings_put_bumps_every_site(client, app: Quart) -> None:
 
     resp = await client.put("/v1/settings", json={"reconcile_interval_s": 30})
     assert resp.status_code == 200
-    assert await resp.get_json() == {"reconcile_interval_s": 30.0, "stop_grace_s": 5.0}
+    want = {"reconcile_interval_s": 30.0, "stop_grace_s": 5.0, "require_signed_images": False}
+    assert await resp.get_json() == want
     after = {n: await generation(client, n) for n in before}
     assert after == {n: g + 1 for n, g in before.items()}
     for name in before:
