@@ -7,6 +7,7 @@ one machine without touching each other.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +71,7 @@ class LocalCluster:
         self.libvirt_uri = libvirt_uri
         self.api_port = free_port()
         self.hub_port = free_port()
+        self.image_port = free_port()
         self.central_overrides = central_overrides or {}
         self.edge_overrides = edge_overrides or {}
         self.central: subprocess.Popen[bytes] | None = None
@@ -84,6 +87,10 @@ class LocalCluster:
     def hub_endpoint(self) -> str:
         return f"tcp://127.0.0.1:{self.hub_port}"
 
+    @property
+    def image_endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.image_port}"
+
     # -- configs ---------------------------------------------------------------------
 
     def central_config(self) -> Path:
@@ -92,6 +99,7 @@ class LocalCluster:
             {
                 "api_port": self.api_port,
                 "hub_endpoint": self.hub_endpoint,
+                "image_endpoint": self.image_endpoint,
                 "state_dir": str(self.workdir / "central"),
                 **self.central_overrides,
             }
@@ -106,6 +114,7 @@ class LocalCluster:
             {
                 "site": site,
                 "central_endpoint": self.hub_endpoint,
+                "central_image_endpoint": self.image_endpoint,
                 "state_dir": str(self.workdir / site),
                 "libvirt_uri": self.libvirt_uri,
                 "image_dir": str(self.image_dir),
@@ -226,6 +235,21 @@ class LocalCluster:
             **fields,
         }
         return self.client.post("/v1/servers", body)
+
+    def upload_image(
+        self, name: str, path: Path, disk_format: str, **fields: Any
+    ) -> dict[str, Any]:
+        """Create an image at central and upload ``path`` as its file (streamed)."""
+        image = self.client.post("/v1/images", {"name": name, "disk_format": disk_format, **fields})
+        req = urllib.request.Request(
+            f"{self.client.base_url}/v1/images/{image['id']}/file", method="PUT"
+        )
+        req.add_header("Content-Type", "application/octet-stream")
+        req.add_header("Content-Length", str(path.stat().st_size))
+        if self.client.token:
+            req.add_header("X-Auth-Token", self.client.token)
+        with path.open("rb") as body, urllib.request.urlopen(req, body, timeout=60) as resp:
+            return json.loads(resp.read())
 
     def wait_server(self, server_id: str, status: str, timeout: float = 90) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:

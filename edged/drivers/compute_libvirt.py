@@ -499,14 +499,16 @@ class LibvirtCompute(ComputeDriver):
                 self._destroy(dom)
 
     def reboot(self, server_id: str) -> None:
-        """``dom.reboot()``; destroy + create where the hypervisor cannot reboot."""
+        """``dom.reset()`` (a hard reset, as a reset button: an ACPI reboot request waits
+        on the guest, and minimal images such as tiny ignore it); destroy + create where
+        the hypervisor cannot reset."""
         self._check_id(server_id)
         with self._op(server_id, "reboot"):
             dom = self._require(server_id)
             if not self._is_active(dom):
                 raise ComputeError(server_id, "not running, nothing to reboot")
             try:
-                dom.reboot(0)
+                dom.reset(0)
                 return
             except libvirt.libvirtError as exc:
                 if _err_code(exc) not in (
