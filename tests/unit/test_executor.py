@@ -191,3 +191,85 @@ def test_foreign_domains_untouched(drv: LibvirtCompute) -> None:
     assert other.isActive() == 1
     assert unmanaged.isActive() == 1
     assert lookalike.isActive() == 0
+
+
+# -- servers booting from central images ------------------------------------------------
+
+
+async def test_central_image_pending_then_booted_from_an_overlay(
+    drv: LibvirtCompute, tmp_path: Path
+) -> None:
+    import hashlib
+    import subprocess
+    import xml.etree.ElementTree as ET
+
+    from edged import image_wire
+    from edged.image_cache import ImageCache, ImageEntry
+    from edged.image_fetch import ImagePuller
+
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "32M"], check=True)
+    data = disk.read_bytes()
+    entry = {"id": "img-1", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    doc = document(server("a", image="img-1", metadata={"role": "web"}))
+    doc["images"] = [{**entry, "format": "qcow2"}]
+
+    async def get(image_id: str, offset: int, length: int) -> image_wire.Chunk:
+        piece = data[offset : offset + length]
+        return image_wire.Chunk(
+            image_id, offset, len(data), offset + len(piece) == len(data), piece
+        )
+
+    cache = ImageCache(tmp_path / "cache")
+    puller = ImagePuller(cache, get, lambda: doc)
+    ex = Executor(drv, images=puller)
+    result = ex.run_pass(1, doc)
+    assert result.actions == []
+    assert result.report["servers"]["a"] == {
+        "state": "pending",
+        "reason": "pulling image img-1: 0%",
+    }
+
+    await puller.pass_once()
+    assert cache.has(ImageEntry(**entry, format="qcow2"))
+    result = ex.run_pass(1, doc)
+    assert [(a.kind, a.server_id) for a in result.actions] == [("create", "a")]
+    assert states(result.report) == {"a": "running"}
+    xml = drv.connection().lookupByName(domain_name(SITE, "a")).XMLDesc(0)
+    root = ET.fromstring(xml)
+    assert root.find("os/kernel") is None
+    disks = root.findall("devices/disk")
+    assert disks[0].find("backingStore/source").get("file") == str(cache.path("img-1"))
+    assert disks[0].find("boot").get("order") == "1"
+    assert disks[1].find("readonly") is not None
+    config = Path(disks[1].find("source").get("file")).read_bytes()
+    assert config.startswith(b"SKERRY-CONFIG\nskerry.hostname=vm-a skerry.role=web\n")
+    assert len(config) == 64 * 1024
+    overlay = Path(disks[0].find("source").get("file"))
+    info = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(overlay)], capture_output=True, check=True
+    )
+    assert '"backing-filename-format": "qcow2"' in info.stdout.decode()
+    assert '"virtual-size": 1073741824' in info.stdout.decode()  # grown to disk_gb
+
+    drv.delete("a")
+    assert not overlay.exists() and not Path(disks[1].find("source").get("file")).exists()
+
+
+def test_refused_image_is_an_error_and_nothing_is_created(
+    drv: LibvirtCompute, tmp_path: Path
+) -> None:
+    from edged.image_cache import ImageCache
+    from edged.image_fetch import ImagePuller
+
+    doc = document(server("a", image="img-1"))
+    doc["images"] = [{"id": "img-1", "sha256": "a" * 64, "size": 10, "format": "raw"}]
+    doc["settings"] = {"require_signed_images": True}
+    ex = Executor(drv, images=ImagePuller(ImageCache(tmp_path / "c"), None, lambda: doc))
+    result = ex.run_pass(1, doc)
+    assert result.actions == []
+    assert result.report["servers"]["a"] == {
+        "state": "error",
+        "reason": "image img-1: unsigned and this site requires signed images",
+    }
+    assert drv.list_owned() == {}

@@ -334,3 +334,57 @@ async def test_upload_larger_than_the_api_body_limit(app: Quart, admin: TokenCli
     assert await resp.get_data() == data
     queued = await create(admin, name="later")
     assert (await admin.get(f"/v1/images/{queued['id']}/file")).status_code == 409
+
+
+# -- servers booting from central images, and the site's desired document ---------------
+
+
+async def test_servers_reference_images_and_documents_carry_them(
+    app: Quart, admin: TokenClient
+) -> None:
+    from central import orchestrator
+
+    store = app.extensions["skerry"].store
+    await ok(await admin.post("/v1/sites", json={"name": "edge-a"}), 201)
+    alice, bob = await member(app, admin, "alpha"), await member(app, admin, "beta")
+    signer = Signer()
+    key_id = await register(admin, signer)
+    data = raw_image()
+    image = await create(alice, name="disk", signature=signer.sign(data), signing_key_id=key_id)
+    queued = await create(alice, name="later")
+    assert (await upload(alice, image["id"], data))[0] == 200
+
+    def server(name: str, image_ref: str) -> dict[str, Any]:
+        flavor = {"vcpus": 1, "ram_mb": 128, "disk_gb": 1}
+        return {"name": name, "site": "edge-a", "image": image_ref, "flavor": flavor}
+
+    by_name = await ok(await alice.post("/v1/servers", json=server("s1", "disk")), 202)
+    assert by_name["image"] == image["id"]
+    by_id = await ok(await alice.post("/v1/servers", json=server("s2", image["id"])), 202)
+    assert by_id["image"] == image["id"]
+    resp = await alice.post("/v1/servers", json=server("s3", queued["id"]))
+    assert resp.status_code == 409 and "no file yet" in (await resp.get_json())["error"]["message"]
+    # Another project's private image is not seen: the name stays a site-local kernel image.
+    kernel = await ok(await bob.post("/v1/servers", json=server("s4", "disk")), 202)
+    assert kernel["image"] == "disk"
+
+    _, doc = orchestrator.latest_document(store, "edge-a")
+    assert doc["images"] == [
+        {
+            "id": image["id"],
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "format": "raw",
+            "signature": signer.sign(data),
+            "signing_key_id": key_id,
+        }
+    ]
+    assert doc["image_signing_keys"] == [{"id": key_id, "public_key": signer.public}]
+    assert doc["settings"]["require_signed_images"] is False
+
+    resp = await alice.delete(f"/v1/images/{image['id']}")
+    assert resp.status_code == 409
+    assert image["id"] in leftovers(app)
+    await ok(await admin.put("/v1/settings", json={"require_signed_images": True}))
+    _, doc = orchestrator.latest_document(store, "edge-a")
+    assert doc["settings"]["require_signed_images"] is True

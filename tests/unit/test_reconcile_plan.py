@@ -277,3 +277,24 @@ def test_override_ends_when_server_leaves() -> None:
 def test_no_overrides_is_identity() -> None:
     desired = [spec("a"), spec("b", power="stopped")]
     assert apply_overrides(desired, [], 1) == (desired, [])
+
+
+def test_servers_whose_image_is_not_ready_wait() -> None:
+    a, b = spec("a", image="img-1", image_sha256="f" * 64), spec("b")
+    # a's image is not cached/verified: no create; a running a is kept as it is.
+    assert kinds(plan([a, b], {}, unbootable={"a"})) == [("create", "b")]
+    assert plan([a], {"a": seen(a)}, unbootable={"a"}) == []
+
+
+def test_documents_mark_central_images_by_their_sha256() -> None:
+    doc = {
+        "servers": [
+            {"id": "a", "name": "a", "vcpus": 1, "ram_mb": 64, "disk_gb": 1, "image": "img-1"},
+            {"id": "b", "name": "b", "vcpus": 1, "ram_mb": 64, "disk_gb": 1, "image": "tiny"},
+        ],
+        "images": [{"id": "img-1", "sha256": "e" * 64}, "junk"],
+    }
+    a, b = specs_from_document(doc)
+    assert (a.image_sha256, b.image_sha256) == ("e" * 64, "")
+    # A kernel-image server's build hash does not change with the new field.
+    assert b.build_hash() == spec("b", name="b", ram_mb=64).build_hash()
