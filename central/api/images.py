@@ -38,7 +38,7 @@ from central.api.policy import (
     set_audit_target,
     writer,
 )
-from central.api.services import services
+from central.api.services import fleet_change, services
 from central.images import ImageError, ImageStore, check_disk, disk_info, verifying_key
 from central.store import now
 
@@ -273,8 +273,8 @@ async def create_signing_key(data: SigningKeyCreate):  # type: ignore[no-untyped
         raise conflict(f"signing key {data.name!r} exists", field="name")
     key = {"id": str(uuid.uuid4()), "name": data.name, "public_key": data.public_key}
     key["created_at"] = now()
-    with store.transaction() as db:
-        db["image_signing_keys"].insert(key)
+    with fleet_change() as changed:  # sites verify with the keys in their documents
+        changed.db["image_signing_keys"].insert(key)
     set_audit_target(f"key_id={key['id']}")
     return key, 201
 
@@ -295,6 +295,6 @@ async def delete_signing_key(key_id: str):  # type: ignore[no-untyped-def]
     store = services().store
     if store.one("SELECT id FROM image_signing_keys WHERE id = ?", (key_id,)) is None:
         raise not_found("image signing key", key_id)
-    with store.transaction() as db:
-        db.conn.execute("DELETE FROM image_signing_keys WHERE id = ?", (key_id,))
+    with fleet_change() as changed:
+        changed.conn.execute("DELETE FROM image_signing_keys WHERE id = ?", (key_id,))
     return "", 204
