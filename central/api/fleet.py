@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from quart import Blueprint
+from quart import Blueprint, current_app
 from quart_schema import validate_request, validate_response
 
 from central import orchestrator
@@ -40,5 +40,7 @@ async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
 @cloud_admin
 @validate_response(HubStats)
 async def hub_stats():  # type: ignore[no-untyped-def]
-    """Control-channel counters: messages by type, dropped frames by reason."""
-    return services().hub.stats()
+    """Control-channel counters: messages by type, dropped frames by reason; the same
+    for the image feed."""
+    feed = current_app.extensions.get("skerry.image_feed")
+    return {**services().hub.stats(), "image_feed": feed.stats() if feed else {}}

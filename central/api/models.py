@@ -139,6 +139,7 @@ class HubStats(BaseModel):
     refused: dict[str, int] = {}  # CURVE handshakes refused by the ZAP handler, by reason
     refused_total: int = 0
     public_key: str  # the hub's CURVE server public key (Z85)
+    image_feed: dict[str, dict[str, int]] = {}  # the image feed's messages and dropped frames
 
 
 class ErrorBody(BaseModel):

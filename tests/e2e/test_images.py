@@ -123,3 +123,5 @@ def test_tampered_image_and_forged_signature_are_refused_at_the_site(
     assert not {n for n in cached if n.startswith(tampered["id"])}, cached
     assert not {n for n in cached if n.startswith(signed["id"])}, cached
     assert domains(site) == {}
+    # The tampered bytes did cross the feed (and were refused at the site, not at central).
+    assert cluster.client.get("/v1/hub")["image_feed"]["messages"]["chunks_sent"] >= 1
