@@ -1,10 +1,13 @@
 """The libvirt implementation of :class:`~edged.drivers.compute.ComputeDriver`.
 
 Servers are persistent libvirt domains named ``skerry-{site}-{server_id}``,
-booted straight from an image's kernel + initrd, with a qcow2 root disk and a
+booted straight from an image's kernel + initrd with an empty qcow2 root disk, or
+from a verified cached disk image (:class:`BootImage`: the root disk is a qcow2
+overlay on it, the guest's arguments on a read-only raw config disk), with a
 serial console written to a file, all under ``state_dir``::
 
     <state_dir>/disks/<server_id>.qcow2
+    <state_dir>/disks/<server_id>.config   (disk-image boot only)
     <state_dir>/console/<server_id>.log
 
 A domain is this site's iff its skerry metadata element names the site; every
