@@ -13,6 +13,12 @@ from typing import Any
 
 from central.identity.snapshot import build_section
 from central.store import Store, dumps, now
+from central.volume_state import (
+    apply_volume_status,
+    boot_volumes,
+    detach_from_gone_server,
+    volume_section,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,10 @@ def build_document(
         (site,),
     )
     networks, ports = network_sections(store, site)
+    boots = boot_volumes(store, site)
     for server in servers:
+        if server["id"] in boots:
+            server["boot_volume"] = boots[server["id"]]
         server["numa_placement"] = json.loads(server["numa_placement"] or "[]")
         server["metadata"] = json.loads(server["metadata"] or "{}")
         server["ports"] = [p["id"] for p in ports if p["server_id"] == server["id"]]
@@ -77,6 +86,7 @@ def build_document(
         "servers": servers,
         "networks": networks,
         "ports": ports,
+        "volumes": volume_section(store, site),
         "identity": identity if identity is not None else build_section(store),
     }
 
@@ -228,6 +238,7 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: A
                         "UPDATE ports SET server_id = NULL, numa_node = NULL WHERE server_id = ?",
                         (row["id"],),
                     )
+                    detach_from_gone_server(store, row["id"])
                 continue
             if not isinstance(seen, dict):
                 seen = None
@@ -238,4 +249,5 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: A
                 {"status": status, "reason": reason, "console": console, "updated_at": now()},
             )
         _apply_network_status(store, site, resources)
+        apply_volume_status(store, site, resources)
         store.db["sites"].update(site, {"observed_generation": observed_generation})
