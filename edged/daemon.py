@@ -25,6 +25,7 @@ from edged.identity import IdentityCache
 from edged.link import Link
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
+from edged.site_volumes import from_config as site_volumes
 from edged.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,18 @@ class EdgeDaemon:
         self.driver = driver
         self.state = LocalState(config.state_dir)
         self.network = site_network(config, self.state)
+        self.volumes = site_volumes(
+            config.site,
+            config.volume_driver,
+            config.volume_dir or config.state_dir / "volumes",
+            config.libvirt_uri,
+            driver,
+            config.volume_luks_iter_time_ms,
+        )
         self.executor = Executor(
             driver,
             network=self.network,
+            volumes=self.volumes,
             topology=lambda: read_topology(config.sysfs_root),
             state=self.state,
         )
@@ -254,4 +264,6 @@ class EdgeDaemon:
         self.ctx.term()
         self.state.close()
         self.network.close()
+        if self.volumes is not None:
+            self.volumes.driver.close()
         self.driver.close()

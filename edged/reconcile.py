@@ -45,6 +45,7 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
             numa_placement=tuple(int(n) for n in s.get("numa_placement") or ()),
             ports=tuple(s.get("ports") or ()),
             metadata=tuple(sorted((str(k), str(v)) for k, v in (s.get("metadata") or {}).items())),
+            boot_volume=str(s.get("boot_volume") or ""),
         )
         for s in document.get("servers", [])
     ]

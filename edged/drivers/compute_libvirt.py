@@ -32,6 +32,7 @@ import libvirt
 from edged.drivers.compute import (
     ComputeDriver,
     ComputeError,
+    Disk,
     Inventory,
     Nic,
     ObservedServer,
@@ -44,14 +45,20 @@ from edged.drivers.domain_xml import (
     Ownership,
     build_domain_xml,
     console_path,
+    disk_alias,
     disk_path,
+    disk_volume_ids,
+    disk_xml,
     domain_name,
+    free_target,
     image_paths,
     nic_alias,
     nic_port_ids,
     nic_xml,
     parse_ownership,
+    with_disk,
     with_nic,
+    without_disk,
     without_nic,
 )
 
@@ -263,8 +270,11 @@ class LibvirtCompute(ComputeDriver):
                     state, reason = dom.state()
                     ports = frozenset(nic_port_ids(xml))
                     live = ports
+                    volumes = set(disk_volume_ids(xml))
                     if dom.isActive():
-                        live = frozenset(nic_port_ids(dom.XMLDesc(0)))
+                        live_xml = dom.XMLDesc(0)
+                        live = frozenset(nic_port_ids(live_xml))
+                        volumes.update(disk_volume_ids(live_xml))
                 except libvirt.libvirtError as exc:
                     if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                         continue  # vanished while we looked
@@ -275,6 +285,7 @@ class LibvirtCompute(ComputeDriver):
                     build_hash=owner.build,
                     ports=ports | live,
                     half_plugged=ports ^ live,
+                    volumes=frozenset(volumes),
                 )
             return owned
 
@@ -293,10 +304,15 @@ class LibvirtCompute(ComputeDriver):
             return ids - set(self.list_owned())
 
     def create(
-        self, spec: ServerSpec, nics: Sequence[Nic] = (), placement: Placement | None = None
+        self,
+        spec: ServerSpec,
+        nics: Sequence[Nic] = (),
+        placement: Placement | None = None,
+        root_disk: Disk | None = None,
     ) -> None:
         """Define the server with ``nics`` and ``placement``; start it when it should run.
 
+        With ``root_disk`` (a volume) that is its ``vda`` and no disk file is made.
         A NIC or placement that cannot be expressed is a permanent error.
         """
         self._check_id(spec.id)
@@ -338,10 +354,14 @@ class LibvirtCompute(ComputeDriver):
                     image_dir=self.image_dir,
                     nics=nics,
                     placement=placement,
+                    root_disk=root_disk,
                 )
             except ValueError as exc:
                 raise ComputeError(spec.id, str(exc), permanent=True) from exc
-            self._make_disk(spec)
+            if root_disk is None:
+                self._make_disk(spec)
+            else:
+                console_path(self.state_dir, spec.id).parent.mkdir(parents=True, exist_ok=True)
             dom = None
             try:
                 dom = conn.defineXML(xml)
@@ -398,6 +418,73 @@ class LibvirtCompute(ComputeDriver):
                     lambda persistent: without_nic(persistent, port_id),
                 )
 
+    def attach_disk(self, server_id: str, disk: Disk) -> None:
+        """Add a volume's disk on the first free ``vdX``: live + persistent when running."""
+        self._check_id(server_id)
+        with self._op(server_id, f"attach volume {disk.volume_id}"):
+            dom = self._require(server_id)
+            persistent, live = self._definitions(dom)
+            flags = self._disk_flags(persistent, live, disk.volume_id, present=True)
+            if not flags:
+                return
+            try:
+                target = free_target(persistent, *([live] if live else []))
+                xml = disk_xml(disk, target)
+            except ValueError as exc:
+                raise ComputeError(server_id, str(exc), permanent=True) from exc
+            self._change_nic(
+                dom,
+                server_id,
+                flags,
+                lambda: dom.attachDeviceFlags(xml, flags),
+                lambda persistent: with_disk(persistent, disk, target),
+            )
+
+    def detach_disk(self, server_id: str, volume_id: str) -> None:
+        """Remove a volume's disk (by alias); a disk that is not there is fine.
+
+        As for NICs, a live removal completes when the guest releases the disk;
+        until then :meth:`list_owned` still shows the volume in the domain.
+        """
+        self._check_id(server_id)
+        try:
+            alias = disk_alias(volume_id)
+        except ValueError as exc:
+            raise ComputeError(server_id, str(exc), permanent=True) from exc
+        with self._op(server_id, f"detach volume {volume_id}"):
+            dom = self._require(server_id)
+            persistent, live = self._definitions(dom)
+            flags = self._disk_flags(persistent, live, volume_id, present=False)
+            if not flags:
+                return
+            try:
+                self._change_nic(
+                    dom,
+                    server_id,
+                    flags,
+                    lambda: dom.detachDeviceAlias(alias, flags),
+                    lambda persistent: without_disk(persistent, volume_id),
+                )
+            except libvirt.libvirtError as exc:
+                # Asked again while the guest has not released the disk yet.
+                if flags != _LIVE or _err_code(exc) != libvirt.VIR_ERR_OPERATION_FAILED:
+                    raise
+
+    def _definitions(self, dom: libvirt.virDomain) -> tuple[str, str | None]:
+        """The persistent definition, and the live one when the domain runs."""
+        persistent = dom.XMLDesc(_INACTIVE)
+        return persistent, dom.XMLDesc(0) if self._is_active(dom) else None
+
+    @staticmethod
+    def _disk_flags(persistent: str, live: str | None, volume_id: str, *, present: bool) -> int:
+        """The definitions where the volume's disk is not yet as wanted."""
+        flags = 0
+        if (volume_id in disk_volume_ids(persistent)) != present:
+            flags |= _CONFIG
+        if live is not None and (volume_id in disk_volume_ids(live)) != present:
+            flags |= _LIVE
+        return flags
+
     def _nic_flags(self, dom: libvirt.virDomain, port_id: str, *, present: bool) -> int:
         """The definitions (live, persistent) where ``port_id`` is not yet as wanted."""
         flags = 0
@@ -424,7 +511,7 @@ class LibvirtCompute(ComputeDriver):
                 raise
         if flags & _LIVE:
             raise ComputeError(
-                server_id, f"hypervisor ({self.virt_type}) cannot hot-plug NICs while running"
+                server_id, f"hypervisor ({self.virt_type}) cannot hot-plug devices while running"
             )
         persistent = dom.XMLDesc(_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         self._connection().defineXML(edit(persistent))
