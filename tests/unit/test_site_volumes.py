@@ -130,10 +130,8 @@ def test_create_attach_boot_pending_detach_extend_delete(
 
 def test_server_waits_for_its_boot_volume(drv: LibvirtCompute, vols: QemuImgVolumes) -> None:
     ex = Executor(drv, volumes=SiteVolumes(vols, drv))
-    doc = document(
-        [server("s1", boot_volume="root")], [volume("root", attached_to="s1", boot_index=0,
-                                                    source={"image_id": "nowhere"})]  # fmt: skip
-    )
+    root = volume("root", attached_to="s1", boot_index=0, source={"image_id": "nowhere"})
+    doc = document([server("s1", boot_volume="root")], [root])
     result = ex.run_pass(1, doc)
     assert "waiting for boot volume root" in result.errors["s1"]
     assert "not in the site cache" in result.errors["s1"]
