@@ -256,7 +256,8 @@ class Executor:
         self, vols: VolumesDesired, observed: dict[str, ObservedServer]
     ) -> dict[str, Any]:
         if self.volumes is None:
-            return {}
+            why = {"state": "error", "reason": "this site has no volume driver"}
+            return {"volumes": {vid: why for vid in vols.keep() - set(vols.snapshots)}}
         try:
             return self.volumes.report(vols, observed)
         except Exception as exc:  # a report never stops the pass

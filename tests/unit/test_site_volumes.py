@@ -137,3 +137,10 @@ def test_server_waits_for_its_boot_volume(drv: LibvirtCompute, vols: QemuImgVolu
     assert "not in the site cache" in result.errors["s1"]
     assert result.report["servers"]["s1"]["state"] == "building"
     assert drv.list_owned() == {}
+
+
+def test_a_site_without_volumes_says_so(drv: LibvirtCompute) -> None:
+    report = Executor(drv).run_pass(1, document([], [volume("v1")])).report
+    assert report["volumes"] == {
+        "v1": {"state": "error", "reason": "this site has no volume driver"}
+    }
