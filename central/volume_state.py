@@ -4,7 +4,8 @@ The document's ``volumes`` section (one entry per volume of the site that is
 not being deleted)::
 
     {"id", "project_id", "size_gb", "encrypted",
-     "key": "<base64>",                 # encrypted volumes only
+     "key_sealed": "<base64>",          # encrypted volumes: the key sealed to the site
+                                        # (edged.sealed); absent while the site has no key
      "attached_to": "<server id>",      # absent: free (or its server is going)
      "boot_index": 0,                   # with attached_to: the server's root disk
      "source": {"snapshot_id": ...} | {"image_id": ...} | null,
@@ -17,9 +18,11 @@ The site reports ``volumes`` and ``snapshots`` sections: ``{id: {"state",
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from central.store import Store, now
+from edged.sealed import seal
 
 # Observed state at the site -> API status (anything else, or not seen: BUILD).
 VOLUME_STATUS = {"available": "AVAILABLE", "in-use": "IN_USE", "error": "ERROR"}
@@ -27,7 +30,10 @@ SNAPSHOT_STATUS = {"available": "AVAILABLE", "error": "ERROR"}
 
 
 def volume_section(store: Store, site: str) -> list[dict[str, Any]]:
-    """The site's volumes as the edge needs them (with the keys of encrypted ones)."""
+    """The site's volumes as the edge needs them (the keys of encrypted ones sealed to the
+    site's CURVE public key, so the stored documents hold no key in the clear either)."""
+    site_row = store.one("SELECT public_key FROM sites WHERE name = ?", (site,))
+    site_key = site_row["public_key"] if site_row else None
     rows = store.query(
         "SELECT v.*, s.deleting AS server_deleting FROM volumes v "
         "LEFT JOIN servers s ON s.id = v.server_id WHERE v.site = ? AND v.deleting = 0 "
@@ -48,8 +54,8 @@ def volume_section(store: Store, site: str) -> list[dict[str, Any]]:
             "size_gb": row["size_gb"],
             "encrypted": bool(row["encrypted"]),
         }
-        if row["encrypted"]:
-            entry["key"] = row["key"]
+        if row["encrypted"] and site_key:
+            entry["key_sealed"] = seal(site_key, base64.b64decode(row["key"]), row["id"])
         # A server being deleted detaches its volumes by going.
         if row["server_id"] is not None and row["server_deleting"] == 0:
             entry["attached_to"] = row["server_id"]
@@ -132,6 +138,17 @@ def apply_volume_status(store: Store, site: str, resources: Any) -> None:
         }
         if fields != {k: row[k] for k in fields}:
             store.db["volumes"].update(row["id"], {**fields, "updated_at": now()})
+
+
+def has_encrypted_volumes(store: Store, site: str) -> bool:
+    """Whether the site's document holds sealed keys (resealed when its key changes)."""
+    return (
+        store.one(
+            "SELECT id FROM volumes WHERE site = ? AND encrypted = 1 AND deleting = 0 LIMIT 1",
+            (site,),
+        )
+        is not None
+    )
 
 
 def detach_from_gone_server(store: Store, server_id: str) -> None:

@@ -18,11 +18,12 @@ import zmq.asyncio
 
 from edged import wire
 from edged.config import EdgeConfig
+from edged.configfile import ConfigError
 from edged.drivers.compute import ComputeDriver
 from edged.drivers.numa import NumaError, inventory_section, read_topology
 from edged.executor import Executor
 from edged.identity import IdentityCache
-from edged.link import Link
+from edged.link import Link, load_curve_keys
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
 from edged.site_volumes import from_config as site_volumes
@@ -49,6 +50,7 @@ class EdgeDaemon:
             config.libvirt_uri,
             driver,
             config.volume_luks_iter_time_ms,
+            site_secret=self._curve_secret,
         )
         self.executor = Executor(
             driver,
@@ -79,6 +81,14 @@ class EdgeDaemon:
         self.inventory: dict[str, Any] = {}
         # After a pass that acted, look again soon: new guests boot, stops settle.
         self.quick_passes = 0
+
+    def _curve_secret(self) -> str | None:
+        """The site's CURVE secret key, read now (it opens the volume keys sealed to it)."""
+        try:
+            return load_curve_keys(self.config).secret
+        except ConfigError as exc:
+            log.warning("volume keys cannot be opened: %s", exc)
+            return None
 
     # -- control channel -------------------------------------------------------------
 

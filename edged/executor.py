@@ -93,7 +93,11 @@ class Executor:
         started = time.monotonic()
         desired, stale = apply_overrides(specs_from_document(document), overrides, generation)
         net = desired_from_document(document)
-        vols = volumes_from_document(document)
+        vols = (
+            self.volumes.desired(document)
+            if self.volumes is not None
+            else volumes_from_document(document)
+        )
         builds = {s.id: s.build_hash() for s in desired}
         # A permanent failure holds only for the build that failed.
         self.failed = {k: v for k, v in self.failed.items() if builds.get(k) == v[0]}

@@ -20,15 +20,17 @@ Ordering rules, each action in the list before those that depend on it:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from edged.drivers.volume import ObservedVolume
+from edged.sealed import SealError
+
+# (sealed key, volume id) -> the key; SealError when it does not open.
+KeyOpener = Callable[[str, str], bytes]
 
 VolumeActionKind = Literal["detach", "delete", "create", "extend", "snapshot", "attach"]
 ORDER: dict[str, int] = {
@@ -43,7 +45,7 @@ ORDER: dict[str, int] = {
 
 @dataclass(frozen=True)
 class VolumeDesired:
-    """One volume as the document describes it (``key`` decoded; never logged)."""
+    """One volume as the document describes it (``key`` opened; never logged)."""
 
     id: str
     size_gb: int
@@ -89,7 +91,7 @@ class VolumesDesired:
         return set(self.volumes) | set(self.snapshots) | set(self.unreadable)
 
 
-def _entry(raw: Any) -> VolumeDesired:
+def _entry(raw: Any, open_key: KeyOpener | None) -> VolumeDesired:
     if not isinstance(raw, Mapping):
         raise ValueError("not an object")
     size = raw.get("size_gb")
@@ -98,12 +100,15 @@ def _entry(raw: Any) -> VolumeDesired:
     encrypted = raw.get("encrypted", False) is True
     key = None
     if encrypted:
+        sealed = raw.get("key_sealed")
+        if not isinstance(sealed, str) or not sealed:
+            raise ValueError("an encrypted volume without a key sealed to this site")
+        if open_key is None:
+            raise ValueError("this site has no key to open volume keys with")
         try:
-            key = base64.b64decode(str(raw.get("key", "")), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not key:
-            raise ValueError("an encrypted volume without a readable key")
+            key = open_key(sealed, str(raw["id"]))
+        except SealError as exc:
+            raise ValueError(str(exc)) from None
     source = raw.get("source") or {}
     if not isinstance(source, Mapping):
         raise ValueError("bad source")
@@ -124,14 +129,17 @@ def _entry(raw: Any) -> VolumeDesired:
     )
 
 
-def volumes_from_document(document: Mapping[str, Any] | None) -> VolumesDesired:
-    """The volumes a document asks for; an unreadable entry is set aside, not dropped."""
+def volumes_from_document(
+    document: Mapping[str, Any] | None, open_key: KeyOpener | None = None
+) -> VolumesDesired:
+    """The volumes a document asks for, their keys opened with ``open_key``; an
+    unreadable entry (or a key that does not open) is set aside, not dropped."""
     volumes: dict[str, VolumeDesired] = {}
     unreadable: dict[str, str] = {}
     for raw in (document or {}).get("volumes") or []:
         volume_id = str(raw.get("id", "")) if isinstance(raw, Mapping) else ""
         try:
-            entry = _entry(raw)
+            entry = _entry(raw, open_key)
         except (KeyError, ValueError, TypeError) as exc:
             if volume_id:
                 unreadable[volume_id] = f"unreadable volume entry: {exc}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,8 +27,10 @@ from edged.reconcile_volumes import (
     VolumeDesired,
     VolumesDesired,
     plan_volumes,
+    volumes_from_document,
     waiting_reason,
 )
+from edged.sealed import open_sealed
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ def from_config(
     libvirt_uri: str,
     compute: ComputeDriver,
     luks_iter_time_ms: int = 0,
+    site_secret: Callable[[], str | None] = lambda: None,
 ) -> SiteVolumes | None:
     """The site's volumes as its config says (``kind``: ``qemu-img`` or ``none``)."""
     if kind == "none":
@@ -63,7 +66,7 @@ def from_config(
     from edged.drivers.volume_qemuimg import QemuImgVolumes
 
     driver = QemuImgVolumes(site, root, libvirt_uri, luks_iter_time_ms or None)
-    return SiteVolumes(driver, compute)
+    return SiteVolumes(driver, compute, site_secret=site_secret)
 
 
 def attachments(observed: Mapping[str, ObservedServer]) -> dict[str, frozenset[str]]:
@@ -78,11 +81,20 @@ class SiteVolumes:
     driver: VolumeDriver
     compute: ComputeDriver
     images: ImageSource = field(default_factory=NoImageCache)
+    # The site's CURVE secret key (Z85), read when needed (it may be rotated); None: none.
+    site_secret: Callable[[], str | None] = lambda: None
     counters: Counter[str] = field(default_factory=Counter)
     # volume (or snapshot) id -> (build hash, reason) of a permanent failure.
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
     # volume (or snapshot) id -> reason of the last temporary failure or wait.
     transient: dict[str, str] = field(default_factory=dict)
+
+    def desired(self, document: Mapping[str, Any] | None) -> VolumesDesired:
+        """The document's volumes, their keys opened with the site's CURVE secret key."""
+        secret = self.site_secret() if (document or {}).get("volumes") else None
+        if secret is None:
+            return volumes_from_document(document)
+        return volumes_from_document(document, lambda blob, vid: open_sealed(secret, blob, vid))
 
     def begin(self, desired: VolumesDesired) -> None:
         """Start a pass: a permanent failure holds only for the spec that failed."""

@@ -155,7 +155,8 @@ def _scenario(cluster: LocalCluster, site: str, tmp_path: Path) -> None:
         api.post(f"/v1/volumes/{copy['id']}/detach")
     assert refused.value.status == 409
 
-    # The key: in central's store and the site's key file, nowhere it could leak.
+    # The key: in central's store and the site's key file (and sealed to the site in its
+    # documents), nowhere it could leak.
     key = _stored_key(cluster, vol["id"])
     assert base64.b64decode(key) and key_file.read_bytes() == key.encode()
     _assert_key_nowhere(cluster, site, key, [vol["id"], copy["id"]])
@@ -192,5 +193,17 @@ def _assert_key_nowhere(cluster: LocalCluster, site: str, key: str, volume_ids: 
     responses += [repr(api.get(f"/v1/volumes/{v}")) for v in volume_ids]
     logs = [(cluster.workdir / f"{name}.log").read_bytes() for name in ("central", site)]
     audit = [p.read_bytes() for p in (cluster.workdir / "central").rglob("*.jsonl")]
-    for hay in [r.encode() for r in responses] + logs + audit:
+    # The documents central stored and the one the site holds carry it sealed only.
+    docs = []
+    for db_file, table in ((cluster.workdir / "central" / "central.db", "desired_docs"),
+                           (cluster.workdir / site / "edged.db", None)):  # fmt: skip
+        db = sqlite3.connect(db_file)
+        try:
+            tables = [table] if table else [r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]  # fmt: skip
+            docs += [repr(db.execute(f"SELECT * FROM [{t}]").fetchall()).encode() for t in tables]
+        finally:
+            db.close()
+    assert len(docs) >= 2
+    for hay in [r.encode() for r in responses] + logs + audit + docs:
         assert key.encode() not in hay and raw not in hay and raw.hex().encode() not in hay

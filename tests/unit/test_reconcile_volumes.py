@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
+
+import zmq
 
 from edged.drivers.volume import ObservedVolume
 from edged.reconcile_volumes import (
@@ -12,8 +13,14 @@ from edged.reconcile_volumes import (
     volumes_from_document,
     waiting_reason,
 )
+from edged.sealed import open_sealed, seal
 
-KEY = base64.b64encode(bytes(range(32))).decode()
+PUBLIC, SECRET = (k.decode() for k in zmq.curve_keypair())
+OTHER_PUBLIC, _ = zmq.curve_keypair()
+
+
+def opener(blob: str, volume_id: str) -> bytes:
+    return open_sealed(SECRET, blob, volume_id)
 
 
 def have(vid: str, size: int = 1, encrypted: bool = False) -> ObservedVolume:
@@ -33,12 +40,20 @@ def kinds(actions: list[VolumeAction]) -> list[tuple[str, ...]]:
 
 
 def test_document_section_is_read() -> None:
+    sealed = seal(PUBLIC, bytes(range(32)), "v1")
     d = volumes_from_document(
         doc(
-            {"id": "v1", "encrypted": True, "key": KEY, "attached_to": "s1", "snapshots": ["p"]},
+            {
+                "id": "v1",
+                "encrypted": True,
+                "key_sealed": sealed,
+                "attached_to": "s1",
+                "snapshots": ["p"],
+            },
             {"id": "v2", "attached_to": "s1", "boot_index": 0, "source": {"image_id": "img"}},
             {"id": "v3", "source": {"snapshot_id": "p"}, "size_gb": 3},
-        )
+        ),
+        opener,
     )
     v1, v2, v3 = d.volumes["v1"], d.volumes["v2"], d.volumes["v3"]
     assert v1.key == bytes(range(32)) and v1.attached_to == "s1" and not v1.boot
@@ -51,18 +66,32 @@ def test_document_section_is_read() -> None:
 
 
 def test_unreadable_entries_are_kept_aside_and_never_deleted() -> None:
+    key = bytes(range(32))
     d = volumes_from_document(
         doc(
             {"id": "nokey", "encrypted": True},
-            {"id": "badkey", "encrypted": True, "key": "!!not base64!!"},
+            {"id": "badkey", "encrypted": True, "key_sealed": "!!not base64!!"},
+            # Sealed to another site, or to another volume of this one: does not open.
+            {
+                "id": "elsewhere",
+                "encrypted": True,
+                "key_sealed": seal(OTHER_PUBLIC.decode(), key, "elsewhere"),
+            },
+            {"id": "moved", "encrypted": True, "key_sealed": seal(PUBLIC, key, "ok")},
             {"id": "badsize", "size_gb": "big"},
             {"id": "ok"},
-        )
+        ),
+        opener,
     )
     assert set(d.volumes) == {"ok"}
-    assert set(d.unreadable) == {"nokey", "badkey", "badsize"}
+    assert set(d.unreadable) == {"nokey", "badkey", "elsewhere", "moved", "badsize"}
     assert "key" in d.unreadable["nokey"] and "!!" not in d.unreadable["badkey"]
-    observed = {vid: have(vid) for vid in ("nokey", "badkey", "badsize", "ok")}
+    assert "does not open" in d.unreadable["elsewhere"] and "does not open" in d.unreadable["moved"]
+    no_secret = volumes_from_document(doc({"id": "e", "encrypted": True, "key_sealed": "x"}))
+    assert "no key" in no_secret.unreadable["e"]
+    observed = {
+        vid: have(vid) for vid in ("nokey", "badkey", "elsewhere", "moved", "badsize", "ok")
+    }
     assert plan_volumes(d, observed, {}, servers=set()) == []
 
 

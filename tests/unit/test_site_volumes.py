@@ -4,24 +4,26 @@ has no secrets, so encrypted volumes are attached only in the integration and e2
 
 from __future__ import annotations
 
-import base64
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from edged.drivers.compute_libvirt import LibvirtCompute
 from edged.drivers.domain_xml import domain_name
 from edged.drivers.volume_qemuimg import QemuImgVolumes
 from edged.executor import Executor
+from edged.sealed import seal
 from edged.site_volumes import SiteVolumes
 from tests.unit.compute_support import SITE
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
 
 KEY = bytes(range(32))
+PUBLIC, SECRET = (k.decode() for k in zmq.curve_keypair())
 
 
 class OneImage:
@@ -75,14 +77,13 @@ def test_create_attach_boot_pending_detach_extend_delete(
 ) -> None:
     source = tmp_path / "img.raw"
     source.write_bytes(b"IMAGE-BYTES" * 1000)
-    site_vols = SiteVolumes(vols, drv, images=OneImage("img-1", source))
+    site_vols = SiteVolumes(vols, drv, OneImage("img-1", source), site_secret=lambda: SECRET)
     ex = Executor(drv, volumes=site_vols)
-    key = base64.b64encode(KEY).decode()
     doc = document(
         [server("s1"), server("s2", boot_volume="root")],
         [
             volume("data", attached_to="s1"),
-            volume("enc", encrypted=True, key=key, snapshots=["snap"]),
+            volume("enc", encrypted=True, key_sealed=seal(PUBLIC, KEY, "enc"), snapshots=["snap"]),
             volume("root", attached_to="s2", boot_index=0),
             volume("fromimg", source={"image_id": "img-1"}),
             volume("waiting", source={"image_id": "img-2"}),
@@ -106,8 +107,9 @@ def test_create_attach_boot_pending_detach_extend_delete(
 
     # Detach + grow; the copy from the snapshot keeps the key.
     doc["volumes"][0] = volume("data", size_gb=2)
-    doc["volumes"].append(volume("copy", encrypted=True, key=key, source={"snapshot_id": "snap"},
-                                 size_gb=3))  # fmt: skip
+    sealed = seal(PUBLIC, KEY, "copy")
+    doc["volumes"].append(volume("copy", encrypted=True, key_sealed=sealed,
+                                 source={"snapshot_id": "snap"}, size_gb=3))  # fmt: skip
     report = run(ex, doc, passes=3)
     assert "vdb" not in disks(drv, "s1")
     assert report["volumes"]["data"] == {

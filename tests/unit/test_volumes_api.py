@@ -1,6 +1,6 @@
 """/v1/volumes through the real app and store: project scope, the document's volumes
 section (keys only there), attach rules, snapshots, boot from volume, status from the site,
-and a key that shows up nowhere but the document."""
+and a key that shows up nowhere but, sealed to the site, the document."""
 
 from __future__ import annotations
 
@@ -10,17 +10,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from central import orchestrator
+from edged.sealed import SealError, open_sealed
 from tests.unit.identity_support import FLAVOR, make_app, ok, store_of
 from tests.unit.network_support import Cloud, document, make_cloud, refused
+
+PUBLIC, SECRET = (k.decode() for k in zmq.curve_keypair())
 
 
 @pytest.fixture
 async def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Sites edge-a (CURVE key enrolled) and edge-b (none yet), two projects."""
     app = make_app(tmp_path, monkeypatch)
     async with app.test_app():
-        yield await make_cloud(app)
+        made = await make_cloud(app)
+        await ok(await made.admin.put("/v1/sites/edge-a/key", json={"public_key": PUBLIC}))
+        yield made
+
+
+def key_of(entry: dict[str, Any] | None, secret: str = SECRET) -> bytes:
+    """The volume key of a document entry, opened as its site opens it."""
+    assert entry is not None
+    return open_sealed(secret, entry["key_sealed"], entry["id"])
 
 
 async def volume(client, **kw: Any) -> dict[str, Any]:
@@ -62,16 +75,19 @@ async def test_create_list_show_scoped_and_keyed(cloud: Cloud) -> None:
 
     entry = doc_volume(cloud, enc["id"])
     assert entry is not None
-    assert len(base64.b64decode(entry["key"])) == 32
+    assert len(key_of(entry)) == 32
     assert {k: entry[k] for k in ("size_gb", "encrypted", "source", "snapshots")} == {
         "size_gb": 2, "encrypted": True, "source": None, "snapshots": []
     }  # fmt: skip
-    assert "key" not in (doc_volume(cloud, plain["id"]) or {})
+    assert "key_sealed" not in (doc_volume(cloud, plain["id"]) or {})
     assert "attached_to" not in entry
     _, other_doc = document(cloud.app, "edge-b")
     assert other_doc["volumes"] == []
     again = await volume(cloud.member, name="secret2", encrypted=True)
-    assert doc_volume(cloud, again["id"])["key"] != entry["key"]  # type: ignore[index]
+    assert key_of(doc_volume(cloud, again["id"])) != key_of(entry)
+    # A site without an enrolled key gets no key (it reports the volume in error).
+    elsewhere = await volume(cloud.member, name="b", site="edge-b", encrypted=True)
+    assert "key_sealed" not in (doc_volume(cloud, elsewhere["id"], "edge-b") or {})
 
 
 async def test_bad_bodies_are_400_and_change_nothing(cloud: Cloud) -> None:
@@ -167,7 +183,7 @@ async def test_snapshots_and_volumes_from_them(cloud: Cloud) -> None:
     assert copy["encrypted"] is True and copy["snapshot_id"] == snap["id"]
     entry = doc_volume(cloud, copy["id"])
     assert entry is not None and entry["source"] == {"snapshot_id": snap["id"]}
-    assert entry["key"] == doc_volume(cloud, vid)["key"]  # type: ignore[index]
+    assert key_of(entry) == key_of(doc_volume(cloud, vid))
 
     # While the copy is being made its snapshot stays.
     spath = f"/v1/volumes/{vid}/snapshots/{snap['id']}"
@@ -254,11 +270,33 @@ async def test_key_is_only_in_the_document(
         resp = await cloud.member.open(path, method=method, json=body)
         assert resp.status_code < 300, (path, await resp.get_data())
         seen.append(await resp.get_data())
-    key = doc_volume(cloud, vid)["key"]  # type: ignore[index]
-    raw = base64.b64decode(key)
+    raw = key_of(doc_volume(cloud, vid))
+    key = base64.b64encode(raw).decode()
+    assert store_of(cloud.app).one("SELECT key FROM volumes WHERE id = ?", (vid,)) == {"key": key}
     audit = store_of(cloud.app).query("SELECT * FROM audit")
     assert any("volume_id=" in str(row["target"]) for row in audit)
     haystacks = [*seen, repr(audit).encode(), caplog.text.encode()]
     haystacks += [p.read_bytes() for p in tmp_path.rglob("*.jsonl")]
+    # The stored documents hold the key sealed only.
+    haystacks += [repr(store_of(cloud.app).query("SELECT * FROM desired_docs")).encode()]
     for hay in haystacks:
         assert key.encode() not in hay and raw not in hay and raw.hex().encode() not in hay
+
+
+async def test_a_new_site_key_reseals_the_volume_keys(cloud: Cloud) -> None:
+    vol = await volume(cloud.member, encrypted=True)
+    before, _ = document(cloud.app)
+    key = key_of(doc_volume(cloud, vol["id"]))
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    await ok(await cloud.admin.put("/v1/sites/edge-a/key", json={"public_key": public}))
+    after, _ = document(cloud.app)
+    assert after == before + 1
+    entry = doc_volume(cloud, vol["id"])
+    assert key_of(entry, secret) == key
+    with pytest.raises(SealError):
+        key_of(entry, SECRET)
+    # A site with no encrypted volumes gets no new document for a new key.
+    gen_b, _ = document(cloud.app, "edge-b")
+    public_b, _ = zmq.curve_keypair()
+    await ok(await cloud.admin.put("/v1/sites/edge-b/key", json={"public_key": public_b.decode()}))
+    assert document(cloud.app, "edge-b")[0] == gen_b
