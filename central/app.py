@@ -25,6 +25,7 @@ from central.api import (
     servers,
     site_keys,
     sites,
+    volumes,
 )
 from central.api.services import Services
 from central.config import CentralConfig
@@ -53,7 +54,7 @@ def create_app(config: CentralConfig) -> Quart:
     )
     errors.register(app)
     blueprints = (sites.bp, site_keys.bp, servers.bp, networks.bp, ports.bp, fleet.bp)
-    blueprints += (images.bp, images.keys_bp)
+    blueprints += (images.bp, images.keys_bp, volumes.bp)
     identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
     for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)

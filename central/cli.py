@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central import cli_identity, cli_network
+from central import cli_identity, cli_network, cli_volume
 from central.client import ApiFailure, Client
 
 DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
@@ -109,6 +109,8 @@ def server_body(args: argparse.Namespace) -> dict[str, Any]:
         body["ports"] = args.ports
     if args.meta:
         body["metadata"] = dict(args.meta)
+    if args.boot_volume:
+        body["boot_volume_id"] = args.boot_volume
     return body
 
 
@@ -170,6 +172,8 @@ def run(args: argparse.Namespace) -> int:
         return cli_identity.run(args, api, _print)
     if args.cmd in cli_network.COMMANDS:
         return cli_network.run(args, api, _print)
+    if args.cmd in cli_volume.COMMANDS:
+        return cli_volume.run(args, api, _print)
     if args.cmd == "demo":
         from central.demo import run_demo
 
@@ -214,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     cli_identity.add_parsers(sub)
     cli_network.add_parsers(sub)
+    cli_volume.add_parsers(sub)
 
     sites = sub.add_parser("sites", help="edge sites")
     s = sites.add_subparsers(dest="action", required=True)
@@ -268,6 +273,9 @@ def parser() -> argparse.ArgumentParser:
         type=meta_pair,
         metavar="KEY=VALUE",
         help="metadata the guest reads at boot (repeat)",
+    )
+    c.add_argument(
+        "--boot-volume", metavar="VOLUME_ID", help="a free volume at the site as the root disk"
     )
     for name in ("show", "start", "stop", "delete"):
         v.add_parser(name).add_argument("id")

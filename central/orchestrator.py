@@ -13,6 +13,12 @@ from typing import Any
 
 from central.identity.snapshot import build_section
 from central.store import Store, dumps, now
+from central.volume_state import (
+    apply_volume_status,
+    boot_volumes,
+    detach_from_gone_server,
+    volume_section,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,11 @@ def build_document(
         (site,),
     )
     networks, ports = network_sections(store, site)
+    volumes = volume_section(store, site)
+    boots = boot_volumes(store, site)
     for server in servers:
+        if server["id"] in boots:
+            server["boot_volume"] = boots[server["id"]]
         server["numa_placement"] = json.loads(server["numa_placement"] or "[]")
         server["metadata"] = json.loads(server["metadata"] or "{}")
         server["ports"] = [p["id"] for p in ports if p["server_id"] == server["id"]]
@@ -81,15 +91,22 @@ def build_document(
         "servers": servers,
         "networks": networks,
         "ports": ports,
+        "volumes": volumes,
         "identity": identity if identity is not None else build_section(store),
-        **image_sections(store, servers),
+        **image_sections(store, servers, volumes),
     }
 
 
-def image_sections(store: Store, servers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The central images the site's servers boot from (the site pulls and verifies them)
-    and every trusted signing key (the fleet's policy is ``settings.require_signed_images``)."""
-    wanted = sorted({s["image"] for s in servers})
+def image_sections(
+    store: Store, servers: list[dict[str, Any]], volumes: list[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """The central images the site's servers boot from or its volumes are copied from
+    (the site pulls and verifies them) and every trusted signing key (the fleet's
+    policy is ``settings.require_signed_images``)."""
+    sources = (v.get("source") or {} for v in volumes)
+    wanted = sorted(
+        {s["image"] for s in servers} | {s["image_id"] for s in sources if s.get("image_id")}
+    )
     images = []
     if wanted:
         marks = ",".join("?" * len(wanted))
@@ -249,6 +266,7 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: A
                         "UPDATE ports SET server_id = NULL, numa_node = NULL WHERE server_id = ?",
                         (row["id"],),
                     )
+                    detach_from_gone_server(store, row["id"])
                 continue
             if not isinstance(seen, dict):
                 seen = None
@@ -259,4 +277,5 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: A
                 {"status": status, "reason": reason, "console": console, "updated_at": now()},
             )
         _apply_network_status(store, site, resources)
+        apply_volume_status(store, site, resources)
         store.db["sites"].update(site, {"observed_generation": observed_generation})

@@ -256,8 +256,62 @@ def _v5(db: sqlite_utils.Database) -> None:
     db["image_signing_keys"].create_index(["name"], unique=True)
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    """Block volumes (with their LUKS key when encrypted) and their snapshots."""
+    db["volumes"].create(
+        {
+            "id": str,
+            "name": str,
+            "project_id": str,
+            "site": str,
+            "size_gb": int,
+            "encrypted": int,
+            "key": str,  # base64 LUKS key of an encrypted volume; NULL otherwise. Never shown.
+            "image_id": str,  # the image it starts from, or NULL
+            "snapshot_id": str,  # the snapshot it starts from, or NULL
+            "server_id": str,  # attached to (no foreign key, like ports); NULL: free
+            "boot": int,  # 1: the root disk of server_id
+            "status": str,
+            "reason": str,
+            "attached_to": str,  # as the site reports it
+            "site_size_gb": int,  # as the site reports it
+            "deleting": int,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "project_id", "site", "size_gb", "encrypted"},
+        defaults={"encrypted": 0, "boot": 0, "status": "BUILD", "reason": "", "deleting": 0},
+        foreign_keys=[("site", "sites", "name")],
+    )
+    db["volumes"].create_index(["project_id"])
+    db["volumes"].create_index(["server_id"])
+    db["volumes"].create_index(["site"])
+    db["volume_snapshots"].create(
+        {
+            "id": str,
+            "name": str,
+            "project_id": str,
+            "volume_id": str,
+            "site": str,
+            "size_gb": int,
+            "encrypted": int,
+            "status": str,
+            "reason": str,
+            "deleting": int,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "project_id", "volume_id", "site", "size_gb", "encrypted"},
+        defaults={"status": "BUILD", "reason": "", "deleting": 0},
+        foreign_keys=[("volume_id", "volumes", "id"), ("site", "sites", "name")],
+    )
+    db["volume_snapshots"].create_index(["volume_id"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class Store:

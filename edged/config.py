@@ -92,6 +92,15 @@ class EdgeConfig:
         "How VFs of direct ports get their MAC/VLAN: 'netlink' (the PF's driver) or "
         "'simulated' (the simulated SR-IOV bed of tests, no hardware).",
     )
+    volume_driver: str = setting(
+        "qemu-img", "Block volumes: 'qemu-img' (qcow2 files, LUKS) or 'none' (no volumes)."
+    )
+    volume_dir: Path | None = setting(
+        None, "Where volumes and their keys live; default <state_dir>/volumes."
+    )
+    volume_luks_iter_time_ms: int = setting(
+        0, "LUKS key-derivation time of new encrypted volumes in ms; 0: QEMU's default (2000)."
+    )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
 
     def validate(self) -> str | None:
@@ -114,6 +123,10 @@ class EdgeConfig:
             return "key 'max_frame_bytes' must be >= 1024"
         if not 0 <= self.local_api_port <= 65535:
             return "key 'local_api_port' must be 0 (off) or a port number"
+        if self.volume_driver not in ("qemu-img", "none"):
+            return f"key 'volume_driver' must be qemu-img or none, got {self.volume_driver!r}"
+        if self.volume_luks_iter_time_ms < 0:
+            return "key 'volume_luks_iter_time_ms' must be >= 0"
         return self._network_problem()
 
     def _network_problem(self) -> str | None:

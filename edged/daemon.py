@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from edged import wire
 from edged.config import EdgeConfig
+from edged.configfile import ConfigError
 from edged.drivers.compute import ComputeDriver
 from edged.drivers.numa import NumaError, inventory_section, read_topology
 from edged.executor import Executor
@@ -27,6 +28,7 @@ from edged.image_fetch import ImageClient, ImagePuller, image_endpoint
 from edged.link import Link, load_curve_keys
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
+from edged.site_volumes import from_config as site_volumes
 from edged.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,20 @@ class EdgeDaemon:
             ttl_s=config.image_cache_ttl_s,
             on_cached=lambda: self.wake.set(),
         )
+        self.volumes = site_volumes(
+            config.site,
+            config.volume_driver,
+            config.volume_dir or config.state_dir / "volumes",
+            config.libvirt_uri,
+            driver,
+            config.volume_luks_iter_time_ms,
+            site_secret=self._curve_secret,
+            images=self.images.cache,
+        )
         self.executor = Executor(
             driver,
             network=self.network,
+            volumes=self.volumes,
             topology=lambda: read_topology(config.sysfs_root),
             state=self.state,
             images=self.images,
@@ -84,6 +97,14 @@ class EdgeDaemon:
         self.inventory: dict[str, Any] = {}
         # After a pass that acted, look again soon: new guests boot, stops settle.
         self.quick_passes = 0
+
+    def _curve_secret(self) -> str | None:
+        """The site's CURVE secret key, read now (it opens the volume keys sealed to it)."""
+        try:
+            return load_curve_keys(self.config).secret
+        except ConfigError as exc:
+            log.warning("volume keys cannot be opened: %s", exc)
+            return None
 
     # -- control channel -------------------------------------------------------------
 
@@ -276,4 +297,6 @@ class EdgeDaemon:
         self.ctx.term()
         self.state.close()
         self.network.close()
+        if self.volumes is not None:
+            self.volumes.driver.close()
         self.driver.close()

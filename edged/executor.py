@@ -8,6 +8,11 @@ The order within a pass: servers that go are deleted, NICs that go are
 unplugged, then networks and ports are reconciled (removals, then creations),
 then servers are created (with their NICs and NUMA placement) and powered, and
 last the NICs new to existing servers are hot-plugged.
+
+Volumes (:mod:`edged.site_volumes`) fit in as: detaches, deletes, creates,
+extends and snapshots after the server deletes and before the server creates
+(a boot volume exists before its server is created with it as root disk),
+and attaches after the NIC hot-plugs.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from edged.drivers.compute import (
     BootImage,
     ComputeDriver,
     ComputeError,
+    Disk,
     Nic,
     ObservedServer,
     Placement,
@@ -41,7 +47,9 @@ from edged.reconcile import (
     specs_from_document,
 )
 from edged.reconcile_net import NetDesired, desired_from_document
+from edged.reconcile_volumes import VolumesDesired, volumes_from_document
 from edged.site_network import SiteNetwork
+from edged.site_volumes import SiteVolumes
 from edged.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,7 @@ class Executor:
 
     driver: ComputeDriver
     network: SiteNetwork | None = None
+    volumes: SiteVolumes | None = None
     # Host NUMA topology (read now) and the claims of dedicated CPUs.
     topology: Callable[[], tuple[HostNode, ...]] | None = None
     state: LocalState | None = None
@@ -89,6 +98,11 @@ class Executor:
         started = time.monotonic()
         desired, stale = apply_overrides(specs_from_document(document), overrides, generation)
         net = desired_from_document(document)
+        vols = (
+            self.volumes.desired(document)
+            if self.volumes is not None
+            else volumes_from_document(document)
+        )
         builds = {s.id: s.build_hash() for s in desired}
         # A permanent failure holds only for the build that failed.
         self.failed = {k: v for k, v in self.failed.items() if builds.get(k) == v[0]}
@@ -106,6 +120,11 @@ class Executor:
         unplug = plan_nics(desired, observed, ready=(), rebuilding=rebuilding)
         for nic_action in unplug:
             self._apply_nic(nic_action, net, errors)
+        vol_actions: list[Any] = []
+        if self.volumes is not None:
+            self.volumes.begin(vols)
+            wanted = {s.id for s in desired}
+            vol_actions += self.volumes.prepare(vols, observed, wanted, rebuilding)
         net_actions = (
             self.network.reconcile(net, {s.id for s in desired}, self.counters)
             if self.network is not None
@@ -120,14 +139,20 @@ class Executor:
             self._apply_nic(nic_action, net, errors)
         if plug:
             observed = self.driver.list_owned()
+        if self.volumes is not None:
+            attach = self.volumes.attach(vols, observed, {s.id for s in desired})
+            vol_actions += attach
+            if attach:
+                observed = self.driver.list_owned()
         self._forget_claims(desired, observed)
         report = self._report(desired, observed, waiting)
+        report |= self._volume_report(vols, observed)
         if self.network is not None:
             running = {sid for sid, o in observed.items() if o.state == "running"}
             report |= self.network.report(net, running)
         self.counters["reconcile_passes"] += 1
         seconds = time.monotonic() - started
-        done = len(actions) + len(unplug) + len(plug) + len(net_actions)
+        done = len(actions) + len(unplug) + len(plug) + len(net_actions) + len(vol_actions)
         if done:
             log.info(
                 "generation %d: %d actions (%s), %d errors in %.2fs",
@@ -137,11 +162,12 @@ class Executor:
                     [f"{a.kind} {a.server_id[:8]}" for a in actions[:10]]
                     + [f"{a.kind} {a.id[:8]}" for a in net_actions[:10]]
                     + [f"{a.kind} {a.port_id[:8]}" for a in unplug + plug][:10]
+                    + [f"volume {a.kind} {a.volume_id[:8]}" for a in vol_actions][:10]
                 ),
                 len(errors),
                 seconds,
             )
-        all_actions: list[Any] = [*actions, *net_actions, *unplug, *plug]
+        all_actions: list[Any] = [*actions, *net_actions, *unplug, *plug, *vol_actions]
         return PassResult(generation, all_actions, errors, report, seconds, stale)
 
     # -- servers --------------------------------------------------------------------
@@ -259,11 +285,14 @@ class Executor:
                 assert action.spec is not None
                 nics = self._nics(action.spec, net)
                 boot = self._boot_image(action.spec, entries or {})
+                root = self._root_disk(action.spec)
                 placement = self._placement(action.spec)
                 if boot is None:
-                    self.driver.create(action.spec, nics, placement)
+                    self.driver.create(action.spec, nics, placement, root_disk=root)
                 else:
-                    self.driver.create(action.spec, nics, placement, boot_image=boot)
+                    self.driver.create(
+                        action.spec, nics, placement, boot_image=boot, root_disk=root
+                    )
                 self.failed.pop(action.server_id, None)
             elif action.kind == "start":
                 self.driver.start(action.server_id)
@@ -278,6 +307,27 @@ class Executor:
                 self.failed[action.server_id] = (action.spec.build_hash(), exc.reason)
             else:
                 self.transient[action.server_id] = exc.reason
+
+    def _root_disk(self, spec: ServerSpec) -> Disk | None:
+        """The server's boot volume as its root disk (None: a fresh disk of its flavor)."""
+        if not spec.boot_volume:
+            return None
+        if self.volumes is None:
+            raise ComputeError(spec.id, "this site has no volume driver", permanent=True)
+        return self.volumes.root_disk(spec.id, spec.boot_volume)
+
+    def _volume_report(
+        self, vols: VolumesDesired, observed: dict[str, ObservedServer]
+    ) -> dict[str, Any]:
+        if self.volumes is None:
+            why = {"state": "error", "reason": "this site has no volume driver"}
+            return {"volumes": {vid: why for vid in vols.keep() - set(vols.snapshots)}}
+        try:
+            return self.volumes.report(vols, observed)
+        except Exception as exc:  # a report never stops the pass
+            self.counters["volume_report_errors"] += 1
+            log.warning("volume report failed: %s", exc)
+            return {}
 
     def _apply_nic(self, action: NicAction, net: NetDesired, errors: dict[str, str]) -> None:
         try:

@@ -52,6 +52,7 @@ def specs_from_document(document: Mapping[str, Any] | None) -> list[ServerSpec]:
             ports=tuple(s.get("ports") or ()),
             metadata=tuple(sorted((str(k), str(v)) for k, v in (s.get("metadata") or {}).items())),
             image_sha256=sha_of.get(s["image"], ""),
+            boot_volume=str(s.get("boot_volume") or ""),
         )
         for s in document.get("servers", [])
     ]

@@ -84,6 +84,12 @@ class ServerCreate(Strict):
         description="Read by the guest at boot (skerry.<key>=<value> on its kernel command "
         "line): keys A-Z a-z 0-9 _ -, values without whitespace, quotes or backslashes.",
     )
+    boot_volume_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="A free volume of the project at the site: the server's root disk "
+        "instead of a fresh one of flavor.disk_gb.",
+    )
 
     @field_validator("metadata")
     @classmethod
@@ -105,6 +111,7 @@ class Server(BaseModel):
     numa_placement: list[int]  # host NUMA node of each guest cell (central's choice); []: none
     metadata: dict[str, str]
     image: str
+    boot_volume_id: str | None = None  # the volume that is its root disk
     power: Literal["running", "stopped"]
     status: Literal["BUILD", "ACTIVE", "SHUTOFF", "ERROR", "DELETING"]
     reason: str

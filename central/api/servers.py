@@ -43,6 +43,7 @@ def server_view(row: dict[str, Any]) -> dict[str, Any]:
         "numa_placement": json.loads(row["numa_placement"]),
         "metadata": json.loads(row["metadata"]),
         "image": row["image"],
+        "boot_volume_id": boot_volume_of(row["id"]),
         "power": row["power"],
         "status": "DELETING" if row["deleting"] else row["status"],
         "reason": row["reason"],
@@ -50,6 +51,33 @@ def server_view(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def boot_volume_of(server_id: str) -> str | None:
+    row = services().store.one(
+        "SELECT id FROM volumes WHERE server_id = ? AND boot = 1", (server_id,)
+    )
+    return row["id"] if row else None
+
+
+def _boot_from(store: Store, server_id: str, site: str, volume_id: str) -> None:
+    """Make the volume the server's root disk: the project's own, at the site, free (else 409)."""
+    volume = store.one(
+        "SELECT * FROM volumes WHERE id = ? AND project_id = ?",
+        (volume_id, principal().project_id),
+    )
+    if volume is None:
+        raise conflict(f"volume {volume_id!r} does not exist in your project",
+                       field="boot_volume_id")  # fmt: skip
+    if volume["site"] != site:
+        raise conflict(f"volume {volume_id!r} is at site {volume['site']!r}",
+                       field="boot_volume_id")  # fmt: skip
+    if volume["deleting"] or volume["server_id"] is not None:
+        raise conflict(f"volume {volume_id!r} is in use or being deleted",
+                       field="boot_volume_id")  # fmt: skip
+    store.conn.execute(
+        "UPDATE volumes SET server_id = ?, boot = 1 WHERE id = ?", (server_id, volume_id)
+    )
 
 
 def get_server(server_id: str) -> dict[str, Any]:
@@ -163,6 +191,8 @@ async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
             }
         )
         direct = _attach_ports(store, server_id, data.site, data.ports)
+        if data.boot_volume_id is not None:
+            _boot_from(store, server_id, data.site, data.boot_volume_id)
         choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
         store.db["servers"].update(server_id, {"numa_placement": dumps(choice.numa_placement)})
         for (port_id, _), node in zip(direct, choice.port_nodes, strict=True):

@@ -17,7 +17,8 @@ from quart_schema import validate_request, validate_response
 from central.api.errors import conflict, not_found
 from central.api.models import Error, Site, Strict
 from central.api.policy import cloud_admin
-from central.api.services import services
+from central.api.services import services, site_change
+from central.volume_state import has_encrypted_volumes
 from central.zap import PublicKey, fingerprint
 
 bp = Blueprint("site_keys", __name__, url_prefix="/v1/sites")
@@ -69,6 +70,9 @@ async def enroll_key(name: str, data: SiteKey):  # type: ignore[no-untyped-def]
         svc.store.db.execute(
             "UPDATE sites SET public_key = ? WHERE name = ?", (data.public_key, name)
         )
+    if has_encrypted_volumes(svc.store, name):
+        with site_change(name):  # volume keys are sealed to the new key
+            pass
     svc.hub.enroll(name, data.public_key)
     return _view(name)
 

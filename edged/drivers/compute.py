@@ -67,6 +67,8 @@ class ServerSpec:
     # sha256 of the central image the server boots from (a disk image pulled into the
     # site's cache); "" = ``image`` names a kernel-boot directory in the site's image_dir.
     image_sha256: str = ""
+    # Volume id of the server's root disk ('' = a fresh disk of disk_gb made by the driver).
+    boot_volume: str = ""
 
     @property
     def page_size_kb(self) -> int:
@@ -120,6 +122,20 @@ class BootImage:
 
 
 @dataclass(frozen=True)
+class Disk:
+    """A block volume as a server's disk, resolved by edged from the volume driver.
+
+    ``path`` is the volume's qcow2 file; ``secret_uuid`` names the libvirt
+    passphrase secret of a LUKS-encrypted volume (None: not encrypted). The
+    guest sees the volume id's first 20 characters as the disk's serial.
+    """
+
+    volume_id: str
+    path: Path
+    secret_uuid: str | None = None
+
+
+@dataclass(frozen=True)
 class GuestCell:
     """One guest NUMA cell: the host node it lives on and the host CPUs of its vCPUs.
 
@@ -153,6 +169,8 @@ class ObservedServer:
     ports: frozenset[str] = field(default_factory=frozenset)
     # Those in one definition only: a hot-plug or unplug the guest has not completed.
     half_plugged: frozenset[str] = field(default_factory=frozenset)
+    # Volume ids of the disks in either definition (the root disk's too, if a volume).
+    volumes: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -180,6 +198,10 @@ class ComputeDriver(abc.ABC):
     * ``attach_nic``/``detach_nic`` add or remove one NIC, live when the
       domain runs and in its persistent definition always; attaching a NIC
       the domain has, or detaching one it lacks, succeeds.
+    * ``attach_disk``/``detach_disk`` do the same for a volume's disk (found
+      by its volume id); the driver picks the free ``vdX`` target. A
+      ``root_disk`` given to ``create`` is the server's ``vda`` instead of a
+      fresh disk, and is left alone by ``delete``.
     * ``start``/``stop`` succeed when the server is already in that state.
     * ``reboot`` restarts a running server's guest now; a server that is not
       running is a (temporary) :class:`ComputeError`, never a silent start.
@@ -204,9 +226,13 @@ class ComputeDriver(abc.ABC):
         nics: Sequence[Nic] = (),
         placement: Placement | None = None,
         boot_image: BootImage | None = None,
+        root_disk: Disk | None = None,
     ) -> None:
-        """Define the server (and start it when it should run); with ``boot_image`` it
-        boots from that disk image instead of ``spec.image``'s kernel and initrd."""
+        """Define the server (and start it when it should run).
+
+        With ``boot_image`` it boots from that disk image instead of ``spec.image``'s
+        kernel and initrd; with ``root_disk`` (a boot volume) that volume is its root disk.
+        """
 
     @abc.abstractmethod
     def attach_nic(self, server_id: str, nic: Nic) -> None:
@@ -215,6 +241,14 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def detach_nic(self, server_id: str, port_id: str) -> None:
         """Remove the NIC of ``port_id`` (hot-unplug when running)."""
+
+    @abc.abstractmethod
+    def attach_disk(self, server_id: str, disk: Disk) -> None:
+        """Add a volume's disk (hot-plug when running)."""
+
+    @abc.abstractmethod
+    def detach_disk(self, server_id: str, volume_id: str) -> None:
+        """Remove the disk of ``volume_id`` (hot-unplug when running)."""
 
     @abc.abstractmethod
     def start(self, server_id: str) -> None:

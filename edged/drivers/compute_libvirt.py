@@ -37,6 +37,7 @@ from edged.drivers.compute import (
     BootImage,
     ComputeDriver,
     ComputeError,
+    Disk,
     Inventory,
     Nic,
     ObservedServer,
@@ -51,14 +52,20 @@ from edged.drivers.domain_xml import (
     config_disk_bytes,
     config_disk_path,
     console_path,
+    disk_alias,
     disk_path,
+    disk_volume_ids,
+    disk_xml,
     domain_name,
+    free_target,
     image_paths,
     nic_alias,
     nic_port_ids,
     nic_xml,
     parse_ownership,
+    with_disk,
     with_nic,
+    without_disk,
     without_nic,
 )
 
@@ -291,8 +298,11 @@ class LibvirtCompute(ComputeDriver):
                     state, reason = dom.state()
                     ports = frozenset(nic_port_ids(xml))
                     live = ports
+                    volumes = set(disk_volume_ids(xml))
                     if dom.isActive():
-                        live = frozenset(nic_port_ids(dom.XMLDesc(0)))
+                        live_xml = dom.XMLDesc(0)
+                        live = frozenset(nic_port_ids(live_xml))
+                        volumes.update(disk_volume_ids(live_xml))
                 except libvirt.libvirtError as exc:
                     if _err_code(exc) == libvirt.VIR_ERR_NO_DOMAIN:
                         continue  # vanished while we looked
@@ -303,6 +313,7 @@ class LibvirtCompute(ComputeDriver):
                     build_hash=owner.build,
                     ports=ports | live,
                     half_plugged=ports ^ live,
+                    volumes=frozenset(volumes),
                 )
             return owned
 
@@ -326,11 +337,13 @@ class LibvirtCompute(ComputeDriver):
         nics: Sequence[Nic] = (),
         placement: Placement | None = None,
         boot_image: BootImage | None = None,
+        root_disk: Disk | None = None,
     ) -> None:
         """Define the server with ``nics`` and ``placement``; start it when it should run.
 
-        With ``boot_image`` (a verified cached image) the root disk is a qcow2 overlay
-        on it and the guest's arguments go on a config disk. A NIC or placement that
+        With ``boot_image`` (a verified cached image) the guest boots from its root disk
+        and its arguments go on a config disk; the root disk is ``root_disk`` (a volume,
+        no file made) or else a qcow2 overlay on the image. A NIC or placement that
         cannot be expressed is a permanent error.
         """
         self._check_id(spec.id)
@@ -377,13 +390,17 @@ class LibvirtCompute(ComputeDriver):
                     nics=nics,
                     placement=placement,
                     boot_image=boot_image,
+                    root_disk=root_disk,
                 )
                 config = config_disk_bytes(spec, nics) if boot_image is not None else None
             except ValueError as exc:
                 raise ComputeError(spec.id, str(exc), permanent=True) from exc
             dom = None
             try:
-                self._make_disk(spec, boot_image)
+                if root_disk is None:
+                    self._make_disk(spec, boot_image)
+                else:
+                    console_path(self.state_dir, spec.id).parent.mkdir(parents=True, exist_ok=True)
                 if config is not None:
                     config_disk_path(self.state_dir, spec.id).write_bytes(config)
                 dom = conn.defineXML(xml)
@@ -440,6 +457,73 @@ class LibvirtCompute(ComputeDriver):
                     lambda persistent: without_nic(persistent, port_id),
                 )
 
+    def attach_disk(self, server_id: str, disk: Disk) -> None:
+        """Add a volume's disk on the first free ``vdX``: live + persistent when running."""
+        self._check_id(server_id)
+        with self._op(server_id, f"attach volume {disk.volume_id}"):
+            dom = self._require(server_id)
+            persistent, live = self._definitions(dom)
+            flags = self._disk_flags(persistent, live, disk.volume_id, present=True)
+            if not flags:
+                return
+            try:
+                target = free_target(persistent, *([live] if live else []))
+                xml = disk_xml(disk, target)
+            except ValueError as exc:
+                raise ComputeError(server_id, str(exc), permanent=True) from exc
+            self._change_nic(
+                dom,
+                server_id,
+                flags,
+                lambda: dom.attachDeviceFlags(xml, flags),
+                lambda persistent: with_disk(persistent, disk, target),
+            )
+
+    def detach_disk(self, server_id: str, volume_id: str) -> None:
+        """Remove a volume's disk (by alias); a disk that is not there is fine.
+
+        As for NICs, a live removal completes when the guest releases the disk;
+        until then :meth:`list_owned` still shows the volume in the domain.
+        """
+        self._check_id(server_id)
+        try:
+            alias = disk_alias(volume_id)
+        except ValueError as exc:
+            raise ComputeError(server_id, str(exc), permanent=True) from exc
+        with self._op(server_id, f"detach volume {volume_id}"):
+            dom = self._require(server_id)
+            persistent, live = self._definitions(dom)
+            flags = self._disk_flags(persistent, live, volume_id, present=False)
+            if not flags:
+                return
+            try:
+                self._change_nic(
+                    dom,
+                    server_id,
+                    flags,
+                    lambda: dom.detachDeviceAlias(alias, flags),
+                    lambda persistent: without_disk(persistent, volume_id),
+                )
+            except libvirt.libvirtError as exc:
+                # Asked again while the guest has not released the disk yet.
+                if flags != _LIVE or _err_code(exc) != libvirt.VIR_ERR_OPERATION_FAILED:
+                    raise
+
+    def _definitions(self, dom: libvirt.virDomain) -> tuple[str, str | None]:
+        """The persistent definition, and the live one when the domain runs."""
+        persistent = dom.XMLDesc(_INACTIVE)
+        return persistent, dom.XMLDesc(0) if self._is_active(dom) else None
+
+    @staticmethod
+    def _disk_flags(persistent: str, live: str | None, volume_id: str, *, present: bool) -> int:
+        """The definitions where the volume's disk is not yet as wanted."""
+        flags = 0
+        if (volume_id in disk_volume_ids(persistent)) != present:
+            flags |= _CONFIG
+        if live is not None and (volume_id in disk_volume_ids(live)) != present:
+            flags |= _LIVE
+        return flags
+
     def _nic_flags(self, dom: libvirt.virDomain, port_id: str, *, present: bool) -> int:
         """The definitions (live, persistent) where ``port_id`` is not yet as wanted."""
         flags = 0
@@ -466,7 +550,7 @@ class LibvirtCompute(ComputeDriver):
                 raise
         if flags & _LIVE:
             raise ComputeError(
-                server_id, f"hypervisor ({self.virt_type}) cannot hot-plug NICs while running"
+                server_id, f"hypervisor ({self.virt_type}) cannot hot-plug devices while running"
             )
         persistent = dom.XMLDesc(_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         self._connection().defineXML(edit(persistent))

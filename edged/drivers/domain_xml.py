@@ -17,6 +17,12 @@ only opens it. ``type='bridge'`` would have libvirt create and delete its own
 tap, which edged could neither name, tag nor keep across a domain restart.
 A ``hostdev`` NIC is an SR-IOV VF passed through by PCI address.
 
+Volume disks carry the user alias ``ua-vol-<volume id>`` and, as ``<serial>``,
+the volume id's first 20 characters (virtio-blk serials hold 20; for central's
+UUIDs that is the first 18 hex digits, dashes included, which is what the guest
+sees in ``/sys/block/vdX/serial``). A LUKS volume names its libvirt secret in
+``<encryption format='luks'>``.
+
 A :class:`Placement` becomes ``<vcpupin>`` (dedicated) or a ``<vcpu cpuset>``
 (shared), ``<numatune>``, guest NUMA cells and ``<memoryBacking>`` hugepages.
 """
@@ -30,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edged.drivers.compute import BootImage, Nic, Placement, ServerSpec
+from edged.drivers.compute import BootImage, Disk, Nic, Placement, ServerSpec
 
 NS = "https://skerry.dev/xmlns/server/1"
 NS_PREFIX = "skerry"
@@ -38,6 +44,9 @@ KERNEL_FILE = "vmlinuz"
 INITRD_FILE = "initrd.gz"
 # libvirt keeps only aliases starting with "ua-" in the persistent definition.
 ALIAS_PREFIX = "ua-sk-"
+DISK_ALIAS_PREFIX = "ua-vol-"
+SERIAL_CHARS = 20  # virtio-blk serial length
+_TARGET = re.compile(r"^vd([a-z])$")
 
 _PORT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # libvirt's user-alias characters
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -240,6 +249,90 @@ def without_nic(domain_xml: str, port_id: str) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
+# --- volume disks ------------------------------------------------------------------
+
+
+def disk_alias(volume_id: str) -> str:
+    """The libvirt user alias of a volume's disk: ``ua-vol-<volume_id>``."""
+    if not _PORT_ID.fullmatch(volume_id):
+        raise ValueError(f"volume id {volume_id!r} is not usable in a libvirt alias")
+    return DISK_ALIAS_PREFIX + volume_id
+
+
+def disk_serial(volume_id: str) -> str:
+    """What the guest sees as the disk's serial: the volume id's first 20 characters."""
+    return volume_id[:SERIAL_CHARS]
+
+
+def disk_element(disk: Disk, target_dev: str) -> ET.Element:
+    """The ``<disk>`` of a volume as virtio ``target_dev``; ValueError when it cannot be."""
+    if not _TARGET.fullmatch(target_dev):
+        raise ValueError(f"volume {disk.volume_id}: bad target device {target_dev!r}")
+    alias = disk_alias(disk.volume_id)
+    el = ET.Element("disk", {"type": "file", "device": "disk"})
+    _sub(el, "driver", name="qemu", type="qcow2")
+    source = _sub(el, "source", file=str(disk.path))
+    if disk.secret_uuid is not None:
+        enc = _sub(source, "encryption", format="luks")
+        _sub(enc, "secret", type="passphrase", uuid=disk.secret_uuid)
+    _sub(el, "target", dev=target_dev, bus="virtio")
+    _sub(el, "serial", disk_serial(disk.volume_id))
+    _sub(el, "alias", name=alias)
+    return el
+
+
+def disk_xml(disk: Disk, target_dev: str) -> str:
+    """The ``<disk>`` XML of a volume, as hot-plug takes it."""
+    return ET.tostring(disk_element(disk, target_dev), encoding="unicode")
+
+
+def disk_volume_ids(domain_xml: str) -> list[str]:
+    """Volume ids of a domain's volume disks (from their ``ua-vol-`` aliases)."""
+    ids = []
+    for disk in ET.fromstring(domain_xml).iterfind("devices/disk"):
+        alias = disk.find("alias")
+        name = alias.get("name", "") if alias is not None else ""
+        if name.startswith(DISK_ALIAS_PREFIX):
+            ids.append(name.removeprefix(DISK_ALIAS_PREFIX))
+    return ids
+
+
+def free_target(*domain_xmls: str) -> str:
+    """The first ``vdb``..``vdz`` no disk of any of the definitions uses."""
+    used = {
+        target.get("dev", "")
+        for xml in domain_xmls
+        for target in ET.fromstring(xml).iterfind("devices/disk/target")
+    }
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        if f"vd{letter}" not in used:
+            return f"vd{letter}"
+    raise ValueError("no free virtio disk target (vdb..vdz all used)")
+
+
+def with_disk(domain_xml: str, disk: Disk, target_dev: str) -> str:
+    """``domain_xml`` with the volume's disk added (unchanged when it is there already)."""
+    root = ET.fromstring(domain_xml)
+    if disk.volume_id not in disk_volume_ids(domain_xml):
+        devices = root.find("devices")
+        if devices is None:
+            devices = _sub(root, "devices")
+        devices.append(disk_element(disk, target_dev))
+    return ET.tostring(root, encoding="unicode")
+
+
+def without_disk(domain_xml: str, volume_id: str) -> str:
+    """``domain_xml`` without the volume's disk (unchanged when absent)."""
+    root = ET.fromstring(domain_xml)
+    alias = DISK_ALIAS_PREFIX + volume_id
+    for devices in root.iterfind("devices"):
+        for disk in devices.findall("disk"):
+            found = disk.find("alias")
+            if found is not None and found.get("name") == alias:
+                devices.remove(disk)
+    return ET.tostring(root, encoding="unicode")
+
+
 # --- placement ---------------------------------------------------------------------
 
 
@@ -333,11 +426,15 @@ def build_domain_xml(
     nics: Sequence[Nic] = (),
     placement: Placement | None = None,
     boot_image: BootImage | None = None,
+    root_disk: Disk | None = None,
 ) -> str:
     """The full domain XML for ``spec`` (``virt_type``: ``qemu``, ``kvm`` or ``test``).
 
-    With ``boot_image`` the guest boots from its root disk (an overlay on that image)
-    and gets its arguments on a config disk; otherwise from ``spec.image``'s kernel.
+    With ``boot_image`` the guest boots from its root disk and gets its arguments on a
+    config disk; otherwise from ``spec.image``'s kernel. The root disk is ``root_disk``
+    (a volume) when given, else the server's own file (an overlay on ``boot_image``
+    when there is one).
+
     Raises ValueError when ``nics`` or ``placement`` cannot be expressed (a bad
     PCI address, a placement that does not match the spec).
     """
@@ -374,7 +471,7 @@ def build_domain_xml(
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
-    _devices(dom, spec, state_dir, nics, boot_image)
+    _devices(dom, spec, state_dir, nics, boot_image, root_disk)
     return ET.tostring(dom, encoding="unicode")
 
 
@@ -384,17 +481,23 @@ def _devices(
     state_dir: Path,
     nics: Sequence[Nic],
     boot_image: BootImage | None = None,
+    root_disk: Disk | None = None,
 ) -> None:
     devices = _sub(dom, "devices")
-    disk_el = _sub(devices, "disk", type="file", device="disk")
-    _sub(disk_el, "driver", name="qemu", type="qcow2")
-    _sub(disk_el, "source", file=str(disk_path(state_dir, spec.id)))
-    _sub(disk_el, "target", dev="vda", bus="virtio")
+    if root_disk is not None:
+        disk_el = disk_element(root_disk, "vda")
+        devices.append(disk_el)
+    else:
+        disk_el = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk_el, "driver", name="qemu", type="qcow2")
+        _sub(disk_el, "source", file=str(disk_path(state_dir, spec.id)))
+        _sub(disk_el, "target", dev="vda", bus="virtio")
+        if boot_image is not None:
+            # The overlay's backing file, with its format stated (never probed).
+            store = _sub(disk_el, "backingStore", type="file")
+            _sub(store, "format", type=boot_image.format)
+            _sub(store, "source", file=str(boot_image.path))
     if boot_image is not None:
-        # The overlay's backing file, with its format stated (never probed).
-        store = _sub(disk_el, "backingStore", type="file")
-        _sub(store, "format", type=boot_image.format)
-        _sub(store, "source", file=str(boot_image.path))
         _sub(disk_el, "boot", order="1")
         cfg = _sub(devices, "disk", type="file", device="disk")
         _sub(cfg, "driver", name="qemu", type="raw")

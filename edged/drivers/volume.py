@@ -140,6 +140,7 @@ class VolumeDriver(abc.ABC):
       permanent error.
     * ``snapshot`` makes a full, independent copy volume ``snap_id`` (with the
       source's encryption and key); it succeeds when that copy exists.
+    * ``list_owned`` and ``attachment`` work while a guest has the volume open.
     * ``disk_xml`` gives the libvirt ``<disk>`` that attaches the volume as
       ``target_dev`` and makes sure the hypervisor can open it (its secret).
     * Errors are :class:`VolumeError`; tool and hypervisor errors never escape.
@@ -168,6 +169,11 @@ class VolumeDriver(abc.ABC):
     @abc.abstractmethod
     def disk_xml(self, volume_id: str, target_dev: str) -> str:
         """The ``<disk>`` element attaching the volume as ``target_dev``."""
+
+    @abc.abstractmethod
+    def attachment(self, volume_id: str) -> tuple[Path, str | None]:
+        """The volume's file and, when encrypted, the UUID of the hypervisor secret
+        that opens it (made or refreshed now)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -309,3 +309,17 @@ def test_encrypted_volume_hotplugs_into_tcg_guest(qemu_img: None, tmp_path: Path
             vols.delete(volume_id)
         vols.close()
         compute.close()
+
+
+def test_volume_from_a_qcow2_image_file(drv: QemuImgVolumes, pattern: Path, tmp_path: Path) -> None:
+    """The image-cache seam: a volume copied from a local qcow2 (as the cache would hold it),
+    plain and into LUKS."""
+    image = tmp_path / "image.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(pattern), str(image)],
+                   check=True)  # fmt: skip
+    plain = drv.create(VolumeSpec("from-img", 1, source=image))
+    assert PLAIN in plain.path.read_bytes()
+    enc = drv.create(VolumeSpec("from-img-enc", 2, encrypted=True, source=image), KEY)
+    assert enc.size_gb == 2 and PLAIN[:32] not in enc.path.read_bytes()
+    assert holds(drv, "from-img-enc", pattern)
+    assert image.is_file()  # the source is only read

@@ -219,3 +219,58 @@ def test_cpuset() -> None:
     assert cpuset([]) == ""
     assert cpuset([3]) == "3"
     assert cpuset([5, 0, 1, 2, 2, 7, 8]) == "0-2,5,7-8"
+
+
+# --- volume disks --------------------------------------------------------------------
+
+
+def test_volume_disk_element_and_serial_prefix() -> None:
+    from edged.drivers.compute import Disk
+    from edged.drivers.domain_xml import disk_element, disk_serial
+
+    vid = "0b5c3a2e-7d7e-4a43-9f6f-6c1f2f8f1a10"
+    el = disk_element(Disk(vid, Path("/v/x.qcow2"), "5e0b3c1a-0000-4000-8000-000000000001"), "vdc")
+    assert el.find("target").attrib == {"dev": "vdc", "bus": "virtio"}  # type: ignore[union-attr]
+    assert el.findtext("serial") == disk_serial(vid) == "0b5c3a2e-7d7e-4a43-9"
+    assert el.find("alias").get("name") == f"ua-vol-{vid}"  # type: ignore[union-attr]
+    enc = el.find("source/encryption")
+    assert enc is not None and enc.get("format") == "luks"
+    assert enc.find("secret").attrib == {  # type: ignore[union-attr]
+        "type": "passphrase", "uuid": "5e0b3c1a-0000-4000-8000-000000000001"
+    }  # fmt: skip
+    plain = disk_element(Disk("v1", Path("/v/v1.qcow2")), "vdb")
+    assert plain.find("source/encryption") is None
+    for bad_target in ("sda", "vd", "vdaa"):
+        with pytest.raises(ValueError):
+            disk_element(Disk("v1", Path("/v")), bad_target)
+    with pytest.raises(ValueError):
+        disk_element(Disk("a/b", Path("/v")), "vdb")
+
+
+def test_disks_added_found_and_removed_by_volume_id() -> None:
+    from edged.drivers.compute import Disk
+    from edged.drivers.domain_xml import disk_volume_ids, free_target, with_disk, without_disk
+
+    xml = build_domain_xml(spec("s1"), site="s", virt_type="test", state_dir=Path("/st"),
+                           image_dir=Path("/img"))  # fmt: skip
+    assert disk_volume_ids(xml) == [] and free_target(xml) == "vdb"
+    one = with_disk(xml, Disk("v1", Path("/v/v1.qcow2")), "vdb")
+    assert with_disk(one, Disk("v1", Path("/v/v1.qcow2")), "vdc") == one
+    assert disk_volume_ids(one) == ["v1"] and free_target(one) == "vdc"
+    # A target taken in either definition (live or persistent) is not given.
+    two = with_disk(xml, Disk("v2", Path("/v/v2.qcow2")), "vdc")
+    assert free_target(one, two) == "vdd"
+    assert disk_volume_ids(without_disk(one, "v1")) == []
+    assert without_disk(xml, "v1") == ET.tostring(ET.fromstring(xml), encoding="unicode")
+
+
+def test_boot_volume_is_vda() -> None:
+    from edged.drivers.compute import Disk
+
+    xml = build_domain_xml(spec("s1", boot_volume="root"), site="s", virt_type="test",
+                           state_dir=Path("/st"), image_dir=Path("/img"),
+                           root_disk=Disk("root", Path("/v/root.qcow2")))  # fmt: skip
+    disks = ET.fromstring(xml).findall("devices/disk")
+    assert len(disks) == 1
+    assert disks[0].find("source").get("file") == "/v/root.qcow2"  # type: ignore[union-attr]
+    assert disks[0].find("target").get("dev") == "vda"  # type: ignore[union-attr]

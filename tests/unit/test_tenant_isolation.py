@@ -45,12 +45,14 @@ OPEN_READS = {
     ("GET", "/v1/auth/token"),
     ("GET", "/v1/images"),
     ("GET", "/v1/image-signing-keys"),
+    ("GET", "/v1/volumes"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
 OWN_PROJECT_CREATES = {
     ("POST", "/v1/servers"),
     ("POST", "/v1/networks"),
     ("POST", "/v1/images"),
+    ("POST", "/v1/volumes"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
@@ -97,6 +99,15 @@ CROSS_PROJECT = {
     ("GET", "/v1/images/<image_id>/file"): 404,
     ("POST", "/v1/image-signing-keys"): 403,
     ("DELETE", "/v1/image-signing-keys/<key_id>"): 403,
+    ("GET", "/v1/volumes/<volume_id>"): 404,
+    ("DELETE", "/v1/volumes/<volume_id>"): 404,
+    ("POST", "/v1/volumes/<volume_id>/extend"): 404,
+    ("POST", "/v1/volumes/<volume_id>/attach"): 404,
+    ("POST", "/v1/volumes/<volume_id>/detach"): 404,
+    ("GET", "/v1/volumes/<volume_id>/snapshots"): 404,
+    ("POST", "/v1/volumes/<volume_id>/snapshots"): 404,
+    ("GET", "/v1/volumes/<volume_id>/snapshots/<snapshot_id>"): 404,
+    ("DELETE", "/v1/volumes/<volume_id>/snapshots/<snapshot_id>"): 404,
 }
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -131,6 +142,10 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/users/<user_id>/application_credentials"): {"name": "auto"},
         ("POST", "/v1/images"): {"name": "img-x", "disk_format": "raw"},
         ("POST", "/v1/image-signing-keys"): {"name": "key-x", "public_key": IMAGE_KEY},
+        ("POST", "/v1/volumes"): {"name": "vol-x", "site": "edge-a", "size_gb": 1},
+        ("POST", "/v1/volumes/<volume_id>/extend"): {"size_gb": 2},
+        ("POST", "/v1/volumes/<volume_id>/attach"): {"server_id": world.params["server_id"]},
+        ("POST", "/v1/volumes/<volume_id>/snapshots"): {"name": "snap-x"},
         ("POST", "/v1/auth/tokens"): {
             "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
         },
@@ -190,7 +205,20 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             ),
             201,
         )
+        volume = await ok(
+            await a_member.post(
+                "/v1/volumes",
+                json={"name": "vol-a", "site": "edge-a", "size_gb": 1, "encrypted": True},
+            ),
+            202,
+        )
+        snapshot = await ok(
+            await a_member.post(f"/v1/volumes/{volume['id']}/snapshots", json={"name": "s-a"}),
+            202,
+        )
         params = {
+            "volume_id": volume["id"],
+            "snapshot_id": snapshot["id"],
             "server_id": server["id"],
             "project_id": projects["a"]["id"],
             "user_id": users["a-member"]["id"],
@@ -207,6 +235,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         }
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
+        a_ids += [volume["id"], snapshot["id"]]
         yield World(app, tokens, params, a_ids)
 
 
