@@ -10,6 +10,7 @@ from pathlib import Path
 from edged.configfile import load, setting
 from edged.drivers.network import parse_physnet_uplinks
 from edged.drivers.sriov import VF_CONFIG_MODES, SriovError, parse_physnets
+from edged.objects.settings import object_settings_problem
 from edged.wire import DEFAULT_MAX_FRAME_BYTES
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -79,6 +80,24 @@ class EdgeConfig:
         "'simulated' (the simulated SR-IOV bed of tests, no hardware).",
     )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+    object_backend: str = setting(
+        "files", "Where the site keeps object bytes: 'files' (object_dir) or 'rados' (Ceph)."
+    )
+    object_dir: Path | None = setting(
+        None, "Directory of the site's object index and file blobs; none: <state_dir>/objects."
+    )
+    object_max_bytes: int = setting(
+        5 * 1024**3, "Largest object a PUT to the local API may carry, in bytes (more: HTTP 413)."
+    )
+    rados_conf: Path | None = setting(
+        None, "ceph.conf of the site's Ceph cluster (object_backend: rados)."
+    )
+    rados_pool: str = setting("", "RADOS pool of this site's object blobs (made if missing).")
+    rados_user: str = setting("admin", "Ceph client name (without 'client.') for RADOS.")
+
+    @property
+    def object_path(self) -> Path:
+        return self.object_dir or self.state_dir / "objects"
 
     def validate(self) -> str | None:
         """A problem with the values, or None."""
@@ -95,7 +114,7 @@ class EdgeConfig:
             return "key 'max_frame_bytes' must be >= 1024"
         if not 0 <= self.local_api_port <= 65535:
             return "key 'local_api_port' must be 0 (off) or a port number"
-        return self._network_problem()
+        return object_settings_problem(self) or self._network_problem()
 
     def _network_problem(self) -> str | None:
         """The networking keys are checked at start, not when first used."""

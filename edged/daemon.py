@@ -23,6 +23,8 @@ from edged.drivers.numa import NumaError, inventory_section, read_topology
 from edged.executor import Executor
 from edged.identity import IdentityCache
 from edged.link import Link
+from edged.objects.bucket_sync import sync_buckets
+from edged.objects.stores import open_store
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
 from edged.state import LocalState
@@ -48,6 +50,16 @@ class EdgeDaemon:
             state=self.state,
         )
         self.overrides = OverrideStore(self.state)
+        # Buckets follow the held document (each pass); the backend connects on first use.
+        self.objects = open_store(
+            config.site,
+            config.object_path,
+            config.object_backend,
+            rados_conf=config.rados_conf,
+            rados_pool=config.rados_pool,
+            rados_user=config.rados_user,
+            max_object_bytes=config.object_max_bytes,
+        )
         # Tokens are checked against the held document's snapshot from the first second.
         self.identity = IdentityCache()
         if self.state.generation:
@@ -134,6 +146,11 @@ class EdgeDaemon:
             self.overrides.drop(result.stale_overrides)
             log.info("local power overrides ended by central: %s", result.stale_overrides)
         self.state.record_observation(generation, result.report)
+        try:
+            sync_buckets(self.objects, (document or {}).get("buckets", []))
+        except Exception:  # objects must not stop servers from being reconciled
+            self.executor.counters["bucket_sync_failures"] += 1
+            log.exception("bucket sync failed")
         self.inventory = {**vars(self.driver.inventory()), **self._host_inventory()}
         self.last_pass = {
             "last_pass_at": time.time(),
@@ -186,6 +203,7 @@ class EdgeDaemon:
             audit_path=self.config.state_dir / "local-audit.jsonl",
             wake=self.wake.set,
             central_reachable=lambda: self.link.reachable,
+            objects=self.objects,
         )
 
     async def serve_local_api(self, stop: asyncio.Event) -> None:
@@ -253,5 +271,6 @@ class EdgeDaemon:
         self.link.close()
         self.ctx.term()
         self.state.close()
+        self.objects.close()
         self.network.close()
         self.driver.close()

@@ -24,6 +24,7 @@ the injected ``audit`` hook.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class ObjectApi:
 
     store: ObjectStore
     principal: Callable[[], Principal]
-    audit: Callable[[dict[str, Any]], None]
+    # Called after every mutation attempt (may be a coroutine function).
+    audit: Callable[[dict[str, Any]], Any]
     # None at a site: buckets come from its desired state; the API may not make them.
     buckets: BucketAdmin | None = None
     # Extra fields of a bucket's view (replication lag will go here).
@@ -241,7 +243,8 @@ def object_blueprint(api: ObjectApi, name: str = "objects") -> Blueprint:
             who: Principal | None = g.get("object_principal")
             args = request.view_args or {}
             rule = request.url_rule.rule if request.url_rule else request.path
-            api.audit(
+            rule = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)
+            done = api.audit(
                 {
                     "action": f"{request.method} {rule}",
                     "bucket": args.get("bucket", ""),
@@ -253,6 +256,8 @@ def object_blueprint(api: ObjectApi, name: str = "objects") -> Blueprint:
                     "request_id": g.get("request_id", ""),
                 }
             )
+            if inspect.isawaitable(done):
+                await done
         return response
 
     def caller() -> Principal:
