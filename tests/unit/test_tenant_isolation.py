@@ -45,12 +45,15 @@ OPEN_READS = {
     ("GET", "/v1/auth/token"),
     ("GET", "/v1/images"),
     ("GET", "/v1/image-signing-keys"),
+    ("GET", "/v1/buckets"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
 OWN_PROJECT_CREATES = {
     ("POST", "/v1/servers"),
     ("POST", "/v1/networks"),
     ("POST", "/v1/images"),
+    # Bucket names are global (S3-like): a taken name is 409 whoever holds it.
+    ("PUT", "/v1/buckets/<string:bucket>"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
@@ -97,6 +100,11 @@ CROSS_PROJECT = {
     ("GET", "/v1/images/<image_id>/file"): 404,
     ("POST", "/v1/image-signing-keys"): 403,
     ("DELETE", "/v1/image-signing-keys/<key_id>"): 403,
+    ("GET", "/v1/buckets/<string:bucket>"): 404,
+    ("DELETE", "/v1/buckets/<string:bucket>"): 404,
+    ("PUT", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("DELETE", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
 }
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -124,6 +132,7 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/networks/<network_id>/subnets"): {"cidr": "10.9.0.0/24"},
         ("POST", "/v1/ports"): {"network_id": world.params["network_id"]},
         ("POST", "/v1/ports/<port_id>/attach"): {"server_id": world.params["server_id"]},
+        ("PUT", "/v1/buckets/<string:bucket>"): {"sites": ["edge-a"]},
         ("POST", "/v1/projects"): {"name": "project-z"},
         ("PATCH", "/v1/projects/<project_id>"): {"enabled": False},
         ("POST", "/v1/users"): {"name": "zed", "password": PASSWORD},
@@ -190,7 +199,12 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             ),
             201,
         )
+        bucket = "bucket-a"
+        await ok(await a_member.put(f"/v1/buckets/{bucket}", json={"sites": ["edge-a"]}), 201)
+        await ok(await a_member.put(f"/v1/buckets/{bucket}/objects/obj-a", data=b"a's"), 201)
         params = {
+            "bucket": bucket,
+            "key": "obj-a",
             "server_id": server["id"],
             "project_id": projects["a"]["id"],
             "user_id": users["a-member"]["id"],
@@ -207,6 +221,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         }
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
+        a_ids += [bucket]
         yield World(app, tokens, params, a_ids)
 
 
@@ -307,6 +322,8 @@ async def test_member_acts_on_own_project(world: World) -> None:
         ("POST", "/v1/ports/<port_id>/detach"),
         ("GET", "/v1/projects/<project_id>"),
         ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
+        ("GET", "/v1/buckets/<string:bucket>"),
+        ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"),
     ]:
         status, body = await call(world, "a-member", method, rule)
         assert status in (200, 202), (method, rule, status, body)
