@@ -406,9 +406,10 @@ class ObjectStore:
         :class:`ObjectCorrupt`, nothing kept). Returns whether anything changed.
         """
         parse(v.hlc)
-        self.clock.observe(v.hlc)
         self.bucket(v.bucket)
         names.object_key(v.key)
+        meta = names.metadata(v.meta)
+        self.clock.observe(v.hlc)
         held = self.index.version(v.bucket, v.key)
         if held is not None and held["hlc"] >= v.hlc:
             return False
@@ -423,7 +424,7 @@ class ObjectStore:
                 "hlc": v.hlc,
                 "etag": v.etag,
                 "size": v.size,
-                "meta": names.metadata(v.meta),
+                "meta": meta,
                 "deleted": 0,
                 "blob_id": blob_id,
             }

@@ -41,6 +41,15 @@ def flip_byte(backend, blob_id: str, offset: int = 0) -> None:  # type: ignore[n
     io.write(piece, bytes([old[0] ^ 0xFF]), within)
 
 
+def stored_names(backend) -> list[str]:  # type: ignore[no-untyped-def]
+    """Everything the backend holds, visible or not (temp files, RADOS pieces)."""
+    if isinstance(backend, FileBackend):
+        return sorted(
+            str(p.relative_to(backend.root)) for p in backend.root.rglob("*") if p.is_file()
+        )
+    return sorted(o.key for o in backend.ioctx().list_objects())
+
+
 @pytest.fixture(params=["files", "rados"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
     """An ObjectStore of node ``site-a`` over each backend."""

@@ -22,6 +22,7 @@ from tests.unit.identity_support import (
     store_of,
 )
 from tests.unit.objects_http_support import obj, put_object
+from tests.unit.objects_support import ceph_conf  # noqa: F401 - the session fixture
 
 DATA = os.urandom(200 * 1024 + 3)
 
@@ -259,3 +260,22 @@ async def test_mutations_are_audited(users: dict[str, TokenClient]) -> None:
     assert ("DELETE /v1/buckets/{bucket}/objects/{key}", "bucket=photos,key=a/b", "204") in got
     assert ("DELETE /v1/buckets/{bucket}/objects/{key}", "bucket=photos,key=a/b", "403") in got
     assert json.dumps(events).count(alice.token or "-") == 0
+
+
+async def test_central_over_rados(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """central with object_backend: rados keeps the bytes in the pool, same API."""
+    from tests.unit.identity_support import admin_client, make_app
+
+    conf = request.getfixturevalue("ceph_conf")
+    pool = "central-" + os.urandom(4).hex()
+    app = make_app(tmp_path, monkeypatch, object_backend="rados", rados_conf=conf, rados_pool=pool)
+    async with app.test_app():
+        admin = await admin_client(app)
+        await ok(await admin.put("/v1/buckets/big", json={}), 201)
+        assert (await put_object(admin, obj("big", "k"), DATA))[0] == 201
+        assert await (await admin.get(obj("big", "k"))).get_data() == DATA
+        backend = app.extensions["skerry.objects"].backend
+        assert backend.pool == pool and len(list(backend.blob_ids())) == 1
+        assert not (tmp_path / "objects" / "blobs").exists()

@@ -266,3 +266,33 @@ def test_object_config_keys_are_checked(tmp_path: Path) -> None:
     assert ok.validate() is None
     assert "object_max_bytes" in (EdgeConfig(**base, object_max_bytes=0).validate() or "")
     assert "object_backend" in (CentralConfig(object_backend="nfs").validate() or "")
+
+
+async def test_unreachable_rados_is_503_naming_it(tmp_path: Path) -> None:
+    from edged.objects.stores import open_store
+
+    objects = open_store(
+        SITE, tmp_path / "obj", "rados", rados_conf=tmp_path / "gone.conf", rados_pool="p"
+    )
+    sync_buckets(objects, [bucket_entry("photos")])
+    state = LocalState(tmp_path / "state")
+    state.accept(1, document(bucket_entry("photos")))
+    ident = IdentityCache()
+    ident.load(1, state.document())
+    driver = LibvirtCompute(SITE, write_test_node(tmp_path), tmp_path / "state", tmp_path)
+    local = LocalSite(
+        site=SITE, state=state, identity=ident, overrides=OverrideStore(state), driver=driver,
+        driver_lock=asyncio.Lock(), audit_path=tmp_path / "audit.jsonl", objects=objects,
+    )  # fmt: skip
+    try:
+        async with create_local_app(local).test_app() as test_app:
+            alice = Client(test_app.test_client(), "alice")
+            assert (await alice.call("get", "/v1/buckets/photos")).status_code == 200
+            status, body, _ = await put_object(alice, obj("photos", "k"), b"x")
+            assert status == 503 and body["error"]["code"] == "unavailable"
+            assert "cannot reach Ceph cluster with conf" in body["error"]["message"]
+            assert "gone.conf" in body["error"]["message"]
+    finally:
+        state.close()
+        driver.close()
+        objects.close()
