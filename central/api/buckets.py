@@ -24,7 +24,8 @@ from edged.objects.store import Bucket, ObjectStore
 from edged.objects.stores import open_store
 from edged.tokens import Principal
 
-NODE = "central"
+# central's HLC node id: a '.' no site name has, so it never ties with a site's stamps.
+NODE = "central.skerry"
 STORE_KEY = "skerry.objects"
 
 

@@ -108,6 +108,7 @@ async def test_objects_round_trip(users: dict[str, TokenClient]) -> None:
     status, body, headers = await put_object(alice, obj("photos", "2024/a.jpg"), DATA, meta)
     etag = hashlib.sha256(DATA).hexdigest()
     assert status == 201 and body["object"]["etag"] == etag
+    assert body["object"]["hlc"].endswith("-central.skerry")
     assert headers["ETag"] == f'"{etag}"'
 
     resp = await alice.get(obj("photos", "2024/a.jpg"))
