@@ -35,7 +35,11 @@ class CentralBuckets:
     def __init__(self, store: Store, hub: Hub, keep: int) -> None:
         self.store, self.hub, self.keep = store, hub, keep
 
-    def check(self, who: Principal, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+    def check(
+        self, who: Principal, name: str, project: str, policy: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.store.one("SELECT id FROM projects WHERE id = ?", (project,)) is None:
+            raise ObjectError("project_id", f"project {project!r} does not exist")
         for site in policy["sites"]:
             if self.store.one("SELECT name FROM sites WHERE name = ?", (site,)) is None:
                 raise ObjectError("sites", f"site {site!r} does not exist")

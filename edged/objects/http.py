@@ -79,8 +79,10 @@ def request_class(base: type[Request]) -> type[Request]:
 class BucketAdmin(Protocol):
     """How central makes buckets: it checks the policy and records it for its sites."""
 
-    def check(self, who: Principal, name: str, policy: dict[str, Any]) -> dict[str, Any]:
-        """The policy to keep (sites checked to exist); ObjectError otherwise."""
+    def check(
+        self, who: Principal, name: str, project: str, policy: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The policy to keep (project and sites checked to exist); ObjectError otherwise."""
         ...
 
     def created(self, who: Principal, bucket: Bucket) -> None:
@@ -315,7 +317,7 @@ def object_blueprint(api: ObjectApi, name: str = "objects") -> Blueprint:
             raise ObjectError(
                 "project_id", "only a cloud admin may create another project's bucket", 403
             )
-        policy = api.buckets.check(who, bucket, policy)
+        policy = api.buckets.check(who, bucket, project, policy)
         made = await _in_thread(store.create_bucket, project, bucket, policy)
         try:
             api.buckets.created(who, made)

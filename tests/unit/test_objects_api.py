@@ -81,6 +81,7 @@ async def test_bucket_policy_reaches_the_listed_sites(
         ({"sites": ["edge-a", "edge-a"]}, "sites"),
         ({"peers": "yes"}, "peers"),
         ({"colour": "red"}, "colour"),
+        ({"project_id": 7}, "project_id"),
         ([1, 2], "(body)"),
     ],
 )
@@ -209,7 +210,7 @@ async def test_large_upload_passes_the_body_limit_but_not_object_max(
 
 async def test_project_scoping_and_roles(users: dict[str, TokenClient]) -> None:
     alice, bob, carol, admin = users["alice"], users["bob"], users["carol"], users["admin"]
-    await make_bucket(alice)
+    alice_project = (await make_bucket(alice))["project_id"]
     assert (await put_object(alice, obj("photos", "k"), b"mine"))[0] == 201
     # carol (another project) sees nothing, and cannot tell the bucket exists.
     assert (await ok(await carol.get("/v1/buckets")))["buckets"] == []
@@ -226,7 +227,17 @@ async def test_project_scoping_and_roles(users: dict[str, TokenClient]) -> None:
     assert (await put_object(bob, obj("photos", "k2"), b"x"))[0] == 403
     await ok(await bob.delete(obj("photos", "k")), 403)
     await ok(await bob.put("/v1/buckets/other", json={}), 403)
-    # the cloud admin sees all.
+    # the cloud admin sees all, and may make a bucket for an existing project only.
+    made = await ok(await admin.put("/v1/buckets/for-p1", json={"project_id": alice_project}), 201)
+    assert made["bucket"]["project_id"] == alice_project
+    assert [b["name"] for b in (await ok(await alice.get("/v1/buckets")))["buckets"]] == [
+        "for-p1",
+        "photos",
+    ]
+    await ok(await alice.delete("/v1/buckets/for-p1"), 204)
+    got = await ok(await admin.put("/v1/buckets/for-px", json={"project_id": "nope"}), 400)
+    assert got["error"]["details"]["fields"][0]["field"] == "project_id"
+    got = await ok(await alice.put("/v1/buckets/for-p2", json={"project_id": "p2-id"}), 403)
     listed = await ok(await admin.get("/v1/buckets"))
     assert [b["name"] for b in listed["buckets"]] == ["photos"]
     assert await (await admin.get(obj("photos", "k"))).get_data() == b"mine"
