@@ -185,6 +185,8 @@ class RadosBackend:
             want = min(READ_CHUNK, end - pos, piece_size - within)
             try:
                 data = io.read(_piece(blob_id, n), want, within)
+            except rados.ObjectNotFound:  # a lost piece: short read, the hash check tells
+                return
             except rados.Error as exc:
                 raise self._failed(f"reading piece {n} of {blob_id}", exc) from None
             if not data:  # a piece shorter than its head says: the hash check will tell

@@ -310,8 +310,7 @@ class ObjectStore:
         try:
             chunks = self.backend.read(row["blob_id"])
         except KeyError:
-            self._mark_corrupt(row, "its blob is missing")
-            raise ObjectCorrupt(row["bucket"], row["key"], "object's blob is missing") from None
+            raise self._bad_read(row, "its blob is missing") from None
         return self._checked(row, chunks)
 
     def _checked(self, row: dict[str, Any], chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -326,22 +325,33 @@ class ObjectStore:
                 yield held
             held = chunk
         if size != row["size"] or digest.hexdigest() != row["etag"]:
-            self._mark_corrupt(row, f"read {size} bytes hashing to {digest.hexdigest()}")
-            raise ObjectCorrupt(
+            raise self._bad_read(row, f"read {size} bytes hashing to {digest.hexdigest()}")
+        if held is not None:
+            yield held
+
+    def _mark_corrupt(self, row: dict[str, Any], why: str) -> bool:
+        """Mark the version corrupt; False when it was replaced meanwhile (not corrupt:
+        its blob went away with it)."""
+        with self.index.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE versions SET corrupt = 1 WHERE bucket = ? AND key = ? AND hlc = ? "
+                "AND blob_id = ?",
+                (row["bucket"], row["key"], row["hlc"], row["blob_id"]),
+            )
+        if cur.rowcount != 1:
+            return False
+        log.error("object %s/%s (%s) is corrupt: %s", row["bucket"], row["key"], row["hlc"], why)
+        return True
+
+    def _bad_read(self, row: dict[str, Any], why: str) -> Exception:
+        """What a read that did not match the etag raises: corrupt, or replaced meanwhile."""
+        if self._mark_corrupt(row, why):
+            return ObjectCorrupt(
                 row["bucket"],
                 row["key"],
                 f"object {row['key']!r} is corrupt: its bytes do not match its etag",
             )
-        if held is not None:
-            yield held
-
-    def _mark_corrupt(self, row: dict[str, Any], why: str) -> None:
-        log.error("object %s/%s (%s) is corrupt: %s", row["bucket"], row["key"], row["hlc"], why)
-        with self.index.transaction() as conn:
-            conn.execute(
-                "UPDATE versions SET corrupt = 1 WHERE bucket = ? AND key = ? AND hlc = ?",
-                (row["bucket"], row["key"], row["hlc"]),
-            )
+        return ObjectError("key", f"object {row['key']!r} was replaced while being read", 409)
 
     def delete(self, bucket: str, key: str) -> ObjectVersion:
         """Replace the object with a tombstone stamped now; 404 when there is none."""
@@ -463,8 +473,9 @@ class ObjectStore:
             except KeyError:
                 size = -1
             if size != row["size"] or digest.hexdigest() != row["etag"]:
-                self._mark_corrupt(row, f"scrub read {size} bytes hashing to {digest.hexdigest()}")
-                found.append((row["bucket"], row["key"]))
+                why = f"scrub read {size} bytes hashing to {digest.hexdigest()}"
+                if self._mark_corrupt(row, why):
+                    found.append((row["bucket"], row["key"]))
                 continue
             with self.index.transaction() as conn:
                 conn.execute(

@@ -369,3 +369,27 @@ def test_files_backend_sweeps_a_crashed_write(tmp_path: Path) -> None:
 
 def stored_names_files(backend) -> list[str]:  # type: ignore[no-untyped-def]
     return [p.name for p in backend.root.rglob("*") if p.is_file()]
+
+
+def test_lost_blob_is_found_by_scrub(store: ObjectStore, b: str) -> None:
+    v = store.put(b, "k", chunks(BIG))
+    store.backend.delete(blob_of(store, b, "k"))  # lost behind the store's back
+    assert store.scrub() == [(b, "k")]
+    assert store.corrupt() == [v]
+    store.repair(b, "k", v, chunks(BIG))
+    assert read(store, b, "k") == BIG
+
+
+def test_overwrite_during_a_read_is_not_corruption(store: ObjectStore, b: str) -> None:
+    store.put(b, "k", chunks(BIG))
+    _, it = store.get(b, "k")
+    first = next(it)
+    store.put(b, "k", [b"newer"])  # removes the blob being read
+    try:
+        got = first + b"".join(it)
+    except ObjectError as exc:  # RADOS: the pieces are gone
+        assert exc.status == 409
+    else:  # files: the open file outlives its name
+        assert got == BIG
+    assert store.corrupt() == []
+    assert read(store, b, "k") == b"newer"
