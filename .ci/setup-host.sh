@@ -8,7 +8,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc
       qemu-system-x86 qemu-utils iproute2 kmod busybox-static cpio
-      syslinux syslinux-common mtools dosfstools)
+      syslinux syslinux-common mtools dosfstools
+      ceph-mon ceph-osd python3-rados)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -69,6 +70,13 @@ PY=$(command -v python3.11 || command -v python3)
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q -U pip >/dev/null
 .venv/bin/pip install -q -e '.[test]' >/dev/null
+# python-rados is not on PyPI: link Debian's binding (built for Python 3.11) into the venv,
+# for the RADOS object backend and its tests against a throwaway Ceph (tests/ceph/).
+site_packages=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+for so in /usr/lib/python3/dist-packages/rados.cpython-311-*.so; do
+  if [ -e "$so" ]; then ln -sf "$so" "$site_packages/"; fi
+done
+.venv/bin/python -c 'import rados' || { echo "setup-host: python-rados does not import in .venv" >&2; exit 1; }
 
 # The tiny guest image used by the demo and the tests (cached after the first build).
 bash images/build-tiny-guest.sh >/dev/null

@@ -15,6 +15,7 @@ from quart_schema import QuartSchema
 from central.api import (
     audit,
     auth,
+    buckets,
     errors,
     fleet,
     identity,
@@ -32,6 +33,7 @@ from central.config import CentralConfig
 from central.hub import Hub
 from central.image_feed import ImageFeed
 from central.store import Store
+from edged.objects import http as object_http
 
 log = logging.getLogger("central.api")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -43,6 +45,8 @@ def create_app(config: CentralConfig) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # Image uploads stream to disk past that limit, bounded by image_max_bytes instead.
     app.request_class = images.UploadRequest
+    # Object uploads too, bounded by object_max_bytes.
+    app.request_class = object_http.request_class(app.request_class)
     QuartSchema(
         app,
         info={"title": "Skerry central API", "version": "1"},
@@ -65,6 +69,7 @@ def create_app(config: CentralConfig) -> Quart:
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
     feed = ImageFeed(config.image_endpoint, config.image_path, hub)
     app.extensions["skerry.image_feed"] = feed
+    objects = buckets.install(app, config, store, hub)
 
     @app.before_request
     async def _request_id() -> None:
@@ -93,5 +98,6 @@ def create_app(config: CentralConfig) -> Quart:
         await hub.stop()
         ctx.term()
         store.close()
+        objects.close()
 
     return app

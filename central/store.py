@@ -310,8 +310,26 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["volume_snapshots"].create_index(["volume_id"])
 
 
+def _v7(db: sqlite_utils.Database) -> None:
+    """Object buckets' replication policy (the objects live in central's object store)."""
+    db["buckets"].create(
+        {
+            "name": str,
+            "project_id": str,
+            "sites": str,  # JSON list of site names holding the bucket
+            "replicate_to_central": int,
+            "peers": int,  # 1: the listed sites replicate among themselves
+            "created_at": float,
+        },
+        pk="name",
+        not_null={"project_id", "sites", "replicate_to_central", "peers", "created_at"},
+        defaults={"sites": "[]", "replicate_to_central": 1, "peers": 0},
+    )
+    db["buckets"].create_index(["project_id"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 class Store:

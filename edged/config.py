@@ -10,6 +10,7 @@ from pathlib import Path
 from edged.configfile import load, setting
 from edged.drivers.network import parse_physnet_uplinks
 from edged.drivers.sriov import VF_CONFIG_MODES, SriovError, parse_physnets
+from edged.objects.settings import object_settings_problem
 from edged.wire import DEFAULT_MAX_FRAME_BYTES
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -102,6 +103,24 @@ class EdgeConfig:
         0, "LUKS key-derivation time of new encrypted volumes in ms; 0: QEMU's default (2000)."
     )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
+    object_backend: str = setting(
+        "files", "Where the site keeps object bytes: 'files' (object_dir) or 'rados' (Ceph)."
+    )
+    object_dir: Path | None = setting(
+        None, "Directory of the site's object index and file blobs; none: <state_dir>/objects."
+    )
+    object_max_bytes: int = setting(
+        5 * 1024**3, "Largest object a PUT to the local API may carry, in bytes (more: HTTP 413)."
+    )
+    rados_conf: Path | None = setting(
+        None, "ceph.conf of the site's Ceph cluster (object_backend: rados)."
+    )
+    rados_pool: str = setting("", "RADOS pool of this site's object blobs (made if missing).")
+    rados_user: str = setting("admin", "Ceph client name (without 'client.') for RADOS.")
+
+    @property
+    def object_path(self) -> Path:
+        return self.object_dir or self.state_dir / "objects"
 
     def validate(self) -> str | None:
         """A problem with the values, or None."""
@@ -127,7 +146,7 @@ class EdgeConfig:
             return f"key 'volume_driver' must be qemu-img or none, got {self.volume_driver!r}"
         if self.volume_luks_iter_time_ms < 0:
             return "key 'volume_luks_iter_time_ms' must be >= 0"
-        return self._network_problem()
+        return object_settings_problem(self) or self._network_problem()
 
     def _network_problem(self) -> str | None:
         """The networking keys are checked at start, not when first used."""

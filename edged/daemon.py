@@ -26,6 +26,8 @@ from edged.identity import IdentityCache
 from edged.image_cache import ImageCache
 from edged.image_fetch import ImageClient, ImagePuller, image_endpoint
 from edged.link import Link, load_curve_keys
+from edged.objects.bucket_sync import sync_buckets
+from edged.objects.stores import open_store
 from edged.overrides import OverrideStore
 from edged.site_network import from_config as site_network
 from edged.site_volumes import from_config as site_volumes
@@ -77,6 +79,16 @@ class EdgeDaemon:
             images=self.images,
         )
         self.overrides = OverrideStore(self.state)
+        # Buckets follow the held document (each pass); the backend connects on first use.
+        self.objects = open_store(
+            config.site,
+            config.object_path,
+            config.object_backend,
+            rados_conf=config.rados_conf,
+            rados_pool=config.rados_pool,
+            rados_user=config.rados_user,
+            max_object_bytes=config.object_max_bytes,
+        )
         # Tokens are checked against the held document's snapshot from the first second.
         self.identity = IdentityCache()
         if self.state.generation:
@@ -175,6 +187,11 @@ class EdgeDaemon:
             self.overrides.drop(result.stale_overrides)
             log.info("local power overrides ended by central: %s", result.stale_overrides)
         self.state.record_observation(generation, result.report)
+        try:
+            sync_buckets(self.objects, (document or {}).get("buckets", []))
+        except Exception:  # objects must not stop servers from being reconciled
+            self.executor.counters["bucket_sync_failures"] += 1
+            log.exception("bucket sync failed")
         self.inventory = {**vars(self.driver.inventory()), **self._host_inventory()}
         self.last_pass = {
             "last_pass_at": time.time(),
@@ -227,6 +244,7 @@ class EdgeDaemon:
             audit_path=self.config.state_dir / "local-audit.jsonl",
             wake=self.wake.set,
             central_reachable=lambda: self.link.reachable,
+            objects=self.objects,
         )
 
     async def serve_local_api(self, stop: asyncio.Event) -> None:
@@ -296,6 +314,7 @@ class EdgeDaemon:
         self.image_client.close()
         self.ctx.term()
         self.state.close()
+        self.objects.close()
         self.network.close()
         if self.volumes is not None:
             self.volumes.driver.close()

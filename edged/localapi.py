@@ -33,6 +33,8 @@ from werkzeug.exceptions import HTTPException
 
 from edged.drivers.compute import ComputeDriver, ComputeError
 from edged.identity import IdentityCache
+from edged.objects import http as object_http
+from edged.objects.store import ObjectStore
 from edged.overrides import OverrideStore
 from edged.reconcile import PowerOverride, apply_overrides, specs_from_document
 from edged.state import LocalState
@@ -58,6 +60,8 @@ class LocalSite:
     audit_path: Path
     wake: Callable[[], None] = lambda: None
     central_reachable: Callable[[], bool] = lambda: False
+    # The site's object store; None: no object routes.
+    objects: ObjectStore | None = None
     _audit_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def audit(self, entry: dict[str, Any]) -> None:
@@ -144,6 +148,8 @@ def create_local_app(site: LocalSite) -> Quart:
     """The local API of one site."""
     app = Quart("edged.localapi")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    # Object uploads stream past that limit, bounded by object_max_bytes instead.
+    app.request_class = object_http.request_class(app.request_class)
 
     @app.before_request
     async def _start() -> None:
@@ -187,6 +193,14 @@ def create_local_app(site: LocalSite) -> Quart:
 
     def principal() -> Principal:
         return site.identity.validate(_token())
+
+    if site.objects is not None:
+
+        async def audit_object(event: dict[str, Any]) -> None:
+            await asyncio.to_thread(site.audit, {"time": time.time(), "site": site.site, **event})
+
+        api = object_http.ObjectApi(site.objects, principal, audit_object)
+        app.register_blueprint(object_http.object_blueprint(api))
 
     @app.get("/healthz")
     async def healthz():  # type: ignore[no-untyped-def]

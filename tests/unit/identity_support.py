@@ -94,8 +94,14 @@ def dump(app: Quart, skip: tuple[str, ...] = ("audit",)) -> dict[str, list[tuple
     """Every table's rows (but the audit trail), to compare before and after."""
     st = store_of(app)
     tables = [r["name"] for r in st.query("SELECT name FROM sqlite_master WHERE type='table'")]
-    return {
+    rows = {
         t: sorted(map(tuple, st.conn.execute(f"SELECT * FROM [{t}]").fetchall()), key=repr)
         for t in tables
         if t not in skip and not t.startswith("sqlite_")
     }
+    objects = app.extensions.get("skerry.objects")
+    if objects is not None:  # central's object index too
+        for t in ("buckets", "versions"):
+            found = objects.index.conn.execute(f"SELECT * FROM [{t}]").fetchall()
+            rows[f"objects.{t}"] = sorted(map(tuple, found), key=repr)
+    return rows

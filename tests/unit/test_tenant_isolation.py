@@ -46,6 +46,7 @@ OPEN_READS = {
     ("GET", "/v1/images"),
     ("GET", "/v1/image-signing-keys"),
     ("GET", "/v1/volumes"),
+    ("GET", "/v1/buckets"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
 OWN_PROJECT_CREATES = {
@@ -53,6 +54,8 @@ OWN_PROJECT_CREATES = {
     ("POST", "/v1/networks"),
     ("POST", "/v1/images"),
     ("POST", "/v1/volumes"),
+    # Bucket names are global (S3-like): a taken name is 409 whoever holds it.
+    ("PUT", "/v1/buckets/<string:bucket>"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
@@ -108,6 +111,11 @@ CROSS_PROJECT = {
     ("POST", "/v1/volumes/<volume_id>/snapshots"): 404,
     ("GET", "/v1/volumes/<volume_id>/snapshots/<snapshot_id>"): 404,
     ("DELETE", "/v1/volumes/<volume_id>/snapshots/<snapshot_id>"): 404,
+    ("GET", "/v1/buckets/<string:bucket>"): 404,
+    ("DELETE", "/v1/buckets/<string:bucket>"): 404,
+    ("PUT", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("DELETE", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
 }
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -135,6 +143,7 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/networks/<network_id>/subnets"): {"cidr": "10.9.0.0/24"},
         ("POST", "/v1/ports"): {"network_id": world.params["network_id"]},
         ("POST", "/v1/ports/<port_id>/attach"): {"server_id": world.params["server_id"]},
+        ("PUT", "/v1/buckets/<string:bucket>"): {"sites": ["edge-a"]},
         ("POST", "/v1/projects"): {"name": "project-z"},
         ("PATCH", "/v1/projects/<project_id>"): {"enabled": False},
         ("POST", "/v1/users"): {"name": "zed", "password": PASSWORD},
@@ -216,9 +225,14 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             await a_member.post(f"/v1/volumes/{volume['id']}/snapshots", json={"name": "s-a"}),
             202,
         )
+        bucket = "bucket-a"
+        await ok(await a_member.put(f"/v1/buckets/{bucket}", json={"sites": ["edge-a"]}), 201)
+        await ok(await a_member.put(f"/v1/buckets/{bucket}/objects/obj-a", data=b"a's"), 201)
         params = {
             "volume_id": volume["id"],
             "snapshot_id": snapshot["id"],
+            "bucket": bucket,
+            "key": "obj-a",
             "server_id": server["id"],
             "project_id": projects["a"]["id"],
             "user_id": users["a-member"]["id"],
@@ -236,6 +250,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
         a_ids += [volume["id"], snapshot["id"]]
+        a_ids += [bucket]
         yield World(app, tokens, params, a_ids)
 
 
@@ -336,6 +351,8 @@ async def test_member_acts_on_own_project(world: World) -> None:
         ("POST", "/v1/ports/<port_id>/detach"),
         ("GET", "/v1/projects/<project_id>"),
         ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
+        ("GET", "/v1/buckets/<string:bucket>"),
+        ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"),
     ]:
         status, body = await call(world, "a-member", method, rule)
         assert status in (200, 202), (method, rule, status, body)
