@@ -66,6 +66,10 @@ def staging_name(site: str, bucket: str, key: str, hlc: str) -> str:
     return hashlib.sha256(text).hexdigest() + ".part"
 
 
+class TransferCut(Exception):
+    """A transfer stopped before its last byte (idle, or replaced by a retry)."""
+
+
 class Incoming:
     """One offered version being received from one peer connection."""
 
@@ -76,7 +80,8 @@ class Incoming:
         self.offer = msg
         self.version = make_version(msg.body)
         self.path = path
-        self.queue: asyncio.Queue[p.Msg] = asyncio.Queue(QUEUE_DEPTH)
+        self.queue: asyncio.Queue[p.Msg | None] = asyncio.Queue(QUEUE_DEPTH)
+        self.cut = False
         self.received = 0
         self.fh: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -98,11 +103,22 @@ class Incoming:
             self.fh.write(part)
         self.received += sum(len(part) for part in parts)
 
-    def staged_chunks(self) -> Iterator[bytes]:
+    def staged_chunks(self, length: int) -> Iterator[bytes]:
+        """The first ``length`` staged bytes (a resumed transfer's prefix)."""
+        if not length:
+            return
         self.fh.flush()
         with open(self.path, "rb") as f:
-            while chunk := f.read(READ_CHUNK):
+            while length > 0 and (chunk := f.read(min(READ_CHUNK, length))):
+                length -= len(chunk)
                 yield chunk
+
+    def cut_off(self) -> None:
+        """End this transfer: the thread feeding the store gets no more chunks."""
+        self.cut = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
 
     def close(self) -> None:
         if self.fh is not None:
@@ -165,6 +181,8 @@ class Receiver:
         self._loop_task = asyncio.create_task(self.run(), name=f"{self.name}-loop")
 
     async def stop(self) -> None:
+        for s in self.sessions.values():
+            s.cut_off()
         tasks = [t for t in (self._loop_task, *self._tasks) if t is not None]
         for s in self.sessions.values():
             if s.task is not None:
@@ -273,8 +291,8 @@ class Receiver:
         old = self.by_path.pop(path, None)
         if old is not None:  # the sender retried: the old transfer's frames are stale now
             self._forget(old)
+            old.cut_off()
             if old.task is not None:
-                old.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await old.task
             old.close()
@@ -311,6 +329,8 @@ class Receiver:
     async def _session(self, s: Incoming) -> None:
         v = s.version
         need = await asyncio.to_thread(wants, self.store, v)
+        if s.cut:
+            return
         if not need:
             self.counters["skipped_have"] += 1
             await self._send(s.routing, p.ACK, s.tid, applied=False)
@@ -319,47 +339,50 @@ class Receiver:
             body = [] if v.deleted else [bytes(s.offer.data)]
             await self._apply(s, iter(body))
             return
-        offset = await asyncio.to_thread(s.open_staging)
-        if offset:
+        staged = await asyncio.to_thread(s.open_staging)
+        if staged:
             self.counters["resumed"] += 1
-        await self._send(s.routing, p.WANT, s.tid, offset=offset)
+        await self._send(s.routing, p.WANT, s.tid, offset=staged)
+        try:
+            await self._apply(s, self._streamed(s, staged, asyncio.get_running_loop()))
+        except TransferCut:
+            self.counters["transfers_cut"] += 1
+            await asyncio.to_thread(s.close)  # the staged prefix stays for a resume
+            return
+        s.discard()
+
+    def _streamed(
+        self, s: Incoming, staged: int, loop: asyncio.AbstractEventLoop
+    ) -> Iterator[bytes | memoryview]:
+        """The version's bytes for the store's writer thread: the staged prefix, then each
+        chunk as it arrives, teed into the staging file so a cut transfer can resume."""
+        yield from s.staged_chunks(staged)
+        while s.received < s.version.size:
+            data = asyncio.run_coroutine_threadsafe(self._next_chunk(s), loop).result()
+            if data is None:
+                raise TransferCut(f"transfer {s.tid} ended at {s.received}")
+            s.write([data])
+            yield data
+
+    async def _next_chunk(self, s: Incoming) -> bytes | memoryview | None:
+        """The next in-order chunk; None when the transfer went idle or was replaced."""
         while True:
             try:
                 msg = await asyncio.wait_for(s.queue.get(), SESSION_IDLE_S)
             except TimeoutError:
                 self.counters["transfers_idle"] += 1
-                return
-            if msg.type == p.CHUNK:
-                batch: list[bytes | memoryview] = []
-                expected = s.received
-                pending_done = False
-                for m in self._drain(s, msg):
-                    if m.type == p.DONE:
-                        pending_done = True
-                        break
-                    if m["offset"] != expected or expected + len(m.data or b"") > v.size:
-                        self._drop("out_of_order", f"chunk at {m['offset']}, expected {expected}")
-                        continue
-                    batch.append(m.data or b"")
-                    expected += len(m.data or b"")
-                if batch:
-                    await asyncio.to_thread(s.write, batch)
-                    self.counters["chunks"] += len(batch)
-                if not pending_done:
-                    continue
-            if s.received < v.size:  # chunks were lost (a cut, a restart): resume
+                return None
+            if msg is None or s.cut:
+                return None
+            if msg.type == p.DONE:  # chunks were lost on the way: ask for the rest
                 await self._send(s.routing, p.WANT, s.tid, offset=s.received)
                 continue
-            await self._apply(s, s.staged_chunks())
-            s.discard()
-            return
-
-    @staticmethod
-    def _drain(s: Incoming, first: p.Msg) -> Iterator[p.Msg]:
-        """``first`` and whatever is already queued behind it (one write for many chunks)."""
-        yield first
-        while not s.queue.empty():
-            yield s.queue.get_nowait()
+            data = msg.data or b""
+            if msg["offset"] != s.received or s.received + len(data) > s.version.size:
+                self._drop("out_of_order", f"chunk at {msg['offset']}, expected {s.received}")
+                continue
+            self.counters["chunks"] += 1
+            return data
 
     async def _apply(self, s: Incoming, chunks: Iterator[bytes]) -> None:
         try:
