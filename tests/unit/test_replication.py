@@ -334,3 +334,57 @@ async def test_a_corrupt_object_is_repaired_from_a_replica(pair: Pair) -> None:
     assert repairer.counters["found_corrupt"] == 1
     assert content(pair.src, "k") == data
     assert pair.src.corrupt() == []
+
+
+# -- a site's replication, as the daemon runs it -------------------------------------
+
+
+def test_targets_follow_the_document() -> None:
+    from edged.replication.site import plan_targets
+
+    central = Target("central", "tcp://127.0.0.1:1", "x" * 40)
+    peer_key = new_keypair().public
+    doc = {
+        "buckets": [
+            {"name": "bkt1", "replicate_to_central": True, "peers": ["site-b"]},
+            {"name": "bkt2", "replicate_to_central": False, "peers": ["site-c"]},
+            {"name": "bkt3", "replicate_to_central": False, "peers": []},
+        ],
+        "replication_peers": [
+            {"site": "site-b", "endpoint": "tcp://127.0.0.1:2", "public_key": peer_key},
+            {"site": "site-c", "endpoint": "http://nope", "public_key": peer_key},
+        ],
+    }
+    targets, buckets, problems = plan_targets(doc, central)
+    assert sorted(targets) == ["central", "site-b"]
+    assert buckets == {"central": ["bkt1"], "site-b": ["bkt1"]}
+    assert any("endpoint" in p for p in problems)
+    assert any("site-c" in p for p in problems)
+
+
+async def test_site_replication_reaches_central_and_reports_lag(pair: Pair) -> None:
+    from edged.replication.site import SiteReplication
+
+    central = Target("central", pair.endpoint, pair.server.public)
+    site = SiteReplication(
+        "site-a",
+        pair.src,
+        pair.ctx,
+        pair.tmp / "site-state",
+        (pair.client.public, pair.client.secret),
+        central,
+        Settings(poll_s=0.05, reply_timeout_s=5.0),
+        scrub_interval_s=0,
+    )
+    pair.src.put("bkt1", "one", [b"1"])
+    site.start({"buckets": [{"name": "bkt1", "replicate_to_central": True, "peers": []}]})
+    try:
+        for _ in range(500):
+            lag = site.status().get("bkt1", {}).get("central", {})
+            if lag.get("sent") and lag.get("pending") == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert lag["pending"] == 0 and lag["lag_seconds"] == 0
+        assert content(pair.dst, "one") == b"1"
+    finally:
+        await site.stop()
