@@ -15,6 +15,7 @@ from quart_schema import QuartSchema
 from central.api import (
     audit,
     auth,
+    buckets,
     errors,
     fleet,
     identity,
@@ -30,6 +31,7 @@ from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
 from central.store import Store
+from edged.objects import http as object_http
 
 log = logging.getLogger("central.api")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -41,6 +43,8 @@ def create_app(config: CentralConfig) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # Image uploads stream to disk past that limit, bounded by image_max_bytes instead.
     app.request_class = images.UploadRequest
+    # Object uploads too, bounded by object_max_bytes.
+    app.request_class = object_http.request_class(app.request_class)
     QuartSchema(
         app,
         info={"title": "Skerry central API", "version": "1"},
@@ -61,6 +65,7 @@ def create_app(config: CentralConfig) -> Quart:
     ctx = zmq.asyncio.Context()
     hub = Hub(config, store, ctx)
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
+    objects = buckets.install(app, config, store, hub)
 
     @app.before_request
     async def _request_id() -> None:
@@ -87,5 +92,6 @@ def create_app(config: CentralConfig) -> Quart:
         await hub.stop()
         ctx.term()
         store.close()
+        objects.close()
 
     return app

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edged.configfile import load, setting
+from edged.objects.settings import object_settings_problem
 from edged.wire import DEFAULT_MAX_FRAME_BYTES
 
 
@@ -70,6 +71,25 @@ class CentralConfig:
         False, "Refuse image uploads without a signature that verifies against a trusted key."
     )
 
+    object_backend: str = setting(
+        "files", "Where central keeps object bytes: 'files' (object_dir) or 'rados' (Ceph)."
+    )
+    object_dir: Path | None = setting(
+        None, "Directory of central's object index and file blobs; none: <state_dir>/objects."
+    )
+    object_max_bytes: int = setting(
+        5 * 1024**3, "Largest object a PUT may carry, in bytes (more: HTTP 413)."
+    )
+    rados_conf: Path | None = setting(
+        None, "ceph.conf of the cluster holding object blobs (object_backend: rados)."
+    )
+    rados_pool: str = setting("", "RADOS pool of central's object blobs (made if missing).")
+    rados_user: str = setting("admin", "Ceph client name (without 'client.') for RADOS.")
+
+    @property
+    def object_path(self) -> Path:
+        return self.object_dir or self.state_dir / "objects"
+
     @property
     def image_path(self) -> Path:
         return self.image_dir or self.state_dir / "images"
@@ -98,7 +118,7 @@ class CentralConfig:
             return "keys 'vxlan_vni_min'..'vxlan_vni_max' must be a range within 1..16777215"
         if self.image_max_bytes < 1:
             return "key 'image_max_bytes' must be >= 1"
-        return None
+        return object_settings_problem(self)
 
 
 def load_config(path: Path) -> CentralConfig:

@@ -77,8 +77,27 @@ def build_document(
         "servers": servers,
         "networks": networks,
         "ports": ports,
+        "buckets": bucket_section(store, site),
         "identity": identity if identity is not None else build_section(store),
     }
+
+
+def bucket_section(store: Store, site: str) -> list[dict[str, Any]]:
+    """The object buckets the site holds, with whom it replicates each (peers: other sites)."""
+    section = []
+    for row in store.query("SELECT * FROM buckets ORDER BY name"):
+        sites = json.loads(row["sites"])
+        if site not in sites:
+            continue
+        section.append(
+            {
+                "name": row["name"],
+                "project_id": row["project_id"],
+                "replicate_to_central": bool(row["replicate_to_central"]),
+                "peers": [s for s in sites if s != site] if row["peers"] else [],
+            }
+        )
+    return section
 
 
 def network_sections(store: Store, site: str) -> tuple[list[dict], list[dict]]:

@@ -256,8 +256,27 @@ def _v5(db: sqlite_utils.Database) -> None:
     db["image_signing_keys"].create_index(["name"], unique=True)
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """Object buckets' replication policy (the objects live in central's object store)."""
+    db["buckets"].create(
+        {
+            "name": str,
+            "project_id": str,
+            "sites": str,  # JSON list of site names holding the bucket
+            "replicate_to_central": int,
+            "peers": int,  # 1: the listed sites replicate among themselves
+            "created_at": float,
+        },
+        pk="name",
+        not_null={"project_id", "sites", "replicate_to_central", "peers", "created_at"},
+        defaults={"sites": "[]", "replicate_to_central": 1, "peers": 0},
+    )
+    db["buckets"].create_index(["project_id"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+# _v8 is numbered for the merge: _v6 and _v7 come from other branches of issue 5.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v8]
 
 
 class Store:

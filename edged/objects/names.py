@@ -57,7 +57,7 @@ def metadata(meta: Mapping[str, str]) -> dict[str, str]:
         name = raw_name.lower()
         if not META_NAME.match(name):
             raise ObjectError(
-                f"X-Object-Meta-{raw_name}"[:120],
+                f"X-Object-Meta-{name}"[:120],
                 f"metadata name {raw_name[:80]!r} must be 1-128 characters of a-z, 0-9 and '-'",
             )
         if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):

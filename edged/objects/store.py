@@ -328,7 +328,9 @@ class ObjectStore:
         if size != row["size"] or digest.hexdigest() != row["etag"]:
             self._mark_corrupt(row, f"read {size} bytes hashing to {digest.hexdigest()}")
             raise ObjectCorrupt(
-                row["bucket"], row["key"], f"object {row['key']!r} does not match its etag"
+                row["bucket"],
+                row["key"],
+                f"object {row['key']!r} is corrupt: its bytes do not match its etag",
             )
         if held is not None:
             yield held
