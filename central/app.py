@@ -30,6 +30,7 @@ from central.api import (
 from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
+from central.replication import CentralReplication
 from central.store import Store
 from edged.objects import http as object_http
 
@@ -66,6 +67,7 @@ def create_app(config: CentralConfig) -> Quart:
     hub = Hub(config, store, ctx)
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
     objects = buckets.install(app, config, store, hub)
+    replication = CentralReplication(config, store, hub, objects)
 
     @app.before_request
     async def _request_id() -> None:
@@ -88,7 +90,9 @@ def create_app(config: CentralConfig) -> Quart:
     @app.while_serving
     async def _hub():  # type: ignore[no-untyped-def]
         await hub.start()
+        await replication.start()  # after the hub: its ZAP handler admits the senders
         yield
+        await replication.stop()
         await hub.stop()
         ctx.term()
         store.close()

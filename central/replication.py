@@ -17,6 +17,8 @@ import json
 import logging
 from typing import Any
 
+import zmq
+
 from central.config import CentralConfig
 from central.hub import Hub
 from central.store import Store
@@ -53,8 +55,16 @@ class CentralReplication:
 
     async def start(self) -> None:
         """After the hub started (its ZAP handler must be running on the context)."""
-        self.receiver.bind(self.hub.ctx, self.config.replication_endpoint, self.hub.keypair.secret)
-        self.receiver.start()
+        try:
+            self.receiver.bind(
+                self.hub.ctx, self.config.replication_endpoint, self.hub.keypair.secret
+            )
+        except zmq.ZMQError as exc:  # the API and the hub serve on without replication
+            log.error(
+                "replication receiver not bound on %s: %s", self.config.replication_endpoint, exc
+            )
+        else:
+            self.receiver.start()
         self._scrub = asyncio.create_task(self.repairer.run(), name="central-scrub")
 
     async def stop(self) -> None:
