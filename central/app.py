@@ -32,6 +32,7 @@ from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
 from central.image_feed import ImageFeed
+from central.replication import CentralReplication
 from central.store import Store
 from edged.objects import http as object_http
 
@@ -70,6 +71,7 @@ def create_app(config: CentralConfig) -> Quart:
     feed = ImageFeed(config.image_endpoint, config.image_path, hub)
     app.extensions["skerry.image_feed"] = feed
     objects = buckets.install(app, config, store, hub)
+    replication = CentralReplication(config, store, hub, objects)
 
     @app.before_request
     async def _request_id() -> None:
@@ -92,8 +94,11 @@ def create_app(config: CentralConfig) -> Quart:
     @app.while_serving
     async def _hub():  # type: ignore[no-untyped-def]
         await hub.start()
-        await feed.start()  # after the hub: its ZAP handler admits the site keys
+        # After the hub: its ZAP handler admits the site keys on both sockets.
+        await feed.start()
+        await replication.start()
         yield
+        await replication.stop()
         await feed.stop()
         await hub.stop()
         ctx.term()

@@ -23,6 +23,14 @@ class CentralConfig:
         "tcp://127.0.0.1:8702",
         "ZeroMQ endpoint of the image feed: sites pull image bytes here (CURVE, enrolled keys).",
     )
+    replication_endpoint: str = setting(
+        "tcp://127.0.0.1:8703",
+        "ZeroMQ endpoint of the object-replication receiver (a CURVE ROUTER with the hub's key; "
+        "sites push their buckets' objects here).",
+    )
+    scrub_interval_s: float = setting(
+        3600.0, "Seconds between scrubs of central's objects (re-hash, mark corrupt); 0: never."
+    )
     hub_secret_key_file: Path | None = setting(
         None,
         "The hub's CURVE key pair (file with 'public: <z85>' and 'secret: <z85>' lines, "

@@ -72,6 +72,7 @@ class LocalCluster:
         self.api_port = free_port()
         self.hub_port = free_port()
         self.image_port = free_port()
+        self.replication_port = free_port()
         self.central_overrides = central_overrides or {}
         self.edge_overrides = edge_overrides or {}
         self.central: subprocess.Popen[bytes] | None = None
@@ -100,6 +101,7 @@ class LocalCluster:
                 "api_port": self.api_port,
                 "hub_endpoint": self.hub_endpoint,
                 "image_endpoint": self.image_endpoint,
+                "replication_endpoint": f"tcp://127.0.0.1:{self.replication_port}",
                 "state_dir": str(self.workdir / "central"),
                 **self.central_overrides,
             }
@@ -115,6 +117,7 @@ class LocalCluster:
                 "site": site,
                 "central_endpoint": self.hub_endpoint,
                 "central_image_endpoint": self.image_endpoint,
+                "central_replication_endpoint": f"tcp://127.0.0.1:{self.replication_port}",
                 "state_dir": str(self.workdir / site),
                 "libvirt_uri": self.libvirt_uri,
                 "image_dir": str(self.image_dir),

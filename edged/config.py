@@ -46,6 +46,23 @@ class EdgeConfig:
     central_public_key: str = setting(
         "", "Required. Central's CURVE public key, Z85 (`skerry hub key` prints it)."
     )
+    central_replication_endpoint: str = setting(
+        "tcp://127.0.0.1:8703",
+        "ZeroMQ endpoint of central's object-replication receiver (its replication_endpoint).",
+    )
+    replication_bind: str = setting(
+        "", "Endpoint this site's replication receiver binds for peer sites; empty: none."
+    )
+    replication_advertise: str = setting(
+        "", "Endpoint peers reach replication_bind at (told to central); empty: replication_bind."
+    )
+    replication_in_flight: int = setting(4, "Objects in transfer at once per replication target.")
+    replication_backoff_max_s: float = setting(
+        30.0, "Longest wait between replication retries to an unreachable target (seconds)."
+    )
+    scrub_interval_s: float = setting(
+        3600.0, "Seconds between scrubs of the site's objects (re-hash, repair); 0: never."
+    )
     state_dir: Path = setting(
         Path("/var/lib/skerry/edge"), "Directory for the local state database, disks, consoles."
     )
@@ -140,6 +157,14 @@ class EdgeConfig:
             return f"key 'virt_type' must be auto, qemu, kvm or test, got {self.virt_type!r}"
         if self.max_frame_bytes < 1024:
             return "key 'max_frame_bytes' must be >= 1024"
+        for key in ("central_replication_endpoint", "replication_bind", "replication_advertise"):
+            value = getattr(self, key)
+            if value and not value.startswith("tcp://"):
+                return f"key {key!r} must be a tcp:// endpoint, got {value!r}"
+        if self.replication_in_flight < 1:
+            return "key 'replication_in_flight' must be >= 1"
+        if self.replication_backoff_max_s <= 0 or self.scrub_interval_s < 0:
+            return "keys 'replication_backoff_max_s' (> 0) and 'scrub_interval_s' (>= 0)"
         if not 0 <= self.local_api_port <= 65535:
             return "key 'local_api_port' must be 0 (off) or a port number"
         if self.volume_driver not in ("qemu-img", "none"):

@@ -1,0 +1,183 @@
+"""A site's replication: senders to central and peers, a receiver for peers, scrub and repair.
+
+Built from the held desired document: every bucket in ``buckets`` with
+``replicate_to_central`` streams to central (``central_replication_endpoint``,
+central's hub key); every bucket naming ``peers`` streams to each peer that
+``replication_peers`` describes (``{site, endpoint, public_key}``). One
+:class:`~edged.replication.sender.Sender` per target, started and stopped as
+documents change. When ``replication_bind`` is set, a receiver takes the
+replicas of the peers the document names (its ZAP handler admits exactly
+their keys). The repairer fetches corrupt objects from the targets of their
+bucket. :meth:`SiteReplication.status` is the per-bucket, per-target lag the
+local API and the site's status report show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import zmq.asyncio
+
+from edged.replication.cursors import CursorStore
+from edged.replication.peers import PeerKeys, parse_peers
+from edged.replication.receiver import Receiver
+from edged.replication.repair import Repairer
+from edged.replication.sender import Channel, Sender, Settings, Target
+from edged.replication.store_api import ReplicaStore
+
+log = logging.getLogger(__name__)
+
+CENTRAL = "central"
+
+
+def plan_targets(
+    document: dict[str, Any], central: Target
+) -> tuple[dict[str, Target], dict[str, list[str]], list[str]]:
+    """Targets by name, the buckets each target gets, and problems with the document."""
+    peers, problems = parse_peers(document.get("replication_peers"))
+    known = {t.name: t for t in peers}
+    targets: dict[str, Target] = {}
+    buckets: dict[str, list[str]] = {}
+    for entry in document.get("buckets") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            continue
+        name = entry["name"]
+        if entry.get("replicate_to_central"):
+            targets[CENTRAL] = central
+            buckets.setdefault(CENTRAL, []).append(name)
+        for peer in entry.get("peers") or []:
+            if peer not in known:
+                problems.append(f"bucket {name}: peer {peer!r} has no replication_peers entry")
+                continue
+            targets[peer] = known[peer]
+            buckets.setdefault(peer, []).append(name)
+    return targets, buckets, problems
+
+
+class SiteReplication:
+    def __init__(
+        self,
+        site: str,
+        store: ReplicaStore,
+        ctx: zmq.asyncio.Context,
+        state_dir: Path,
+        keys: tuple[str, str],  # this site's CURVE public, secret
+        central: Target,
+        settings: Settings,
+        bind: str = "",
+        scrub_interval_s: float = 3600.0,
+    ) -> None:
+        self.site = site
+        self.store = store
+        self.ctx = ctx
+        self.keys = keys
+        self.central = central
+        self.settings = settings
+        self.bind = bind
+        self.staging = state_dir / "replication-staging"
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self.cursors = CursorStore(state_dir / "replication.db")
+        self.senders: dict[str, Sender] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.bucket_targets: dict[str, list[str]] = {}
+        self.problems: list[str] = []
+        self.zap: PeerKeys | None = None
+        self.receiver: Receiver | None = None
+        self.repairer = Repairer(
+            site, store, self._sources, self.staging, scrub_interval_s, timeout_s=15.0
+        )
+        self._repair_task: asyncio.Task[None] | None = None
+
+    def _sources(self, bucket: str) -> list[Channel]:
+        return [
+            self.senders[t].channel
+            for t in self.bucket_targets.get(bucket, [])
+            if t in self.senders and self.senders[t].channel.sock is not None
+        ]
+
+    def start(self, document: dict[str, Any]) -> None:
+        if self.bind:
+            self.zap = PeerKeys(self.ctx)
+            self.zap.start()
+            self.receiver = Receiver(self.store, self.staging, self.zap.site_of, name="peers")
+            self.receiver.bind(self.ctx, self.bind, self.keys[1])
+            self.receiver.start()
+        self._repair_task = asyncio.create_task(self.repairer.run(), name="scrub-repair")
+        self.update(document)
+
+    def update(self, document: dict[str, Any]) -> None:
+        """Follow a newly held document: start, re-point or stop senders."""
+        targets, buckets, self.problems = plan_targets(document or {}, self.central)
+        for problem in self.problems:
+            log.warning("replication: %s", problem)
+        by_bucket: dict[str, list[str]] = {}
+        for target, names in buckets.items():
+            for name in names:
+                by_bucket.setdefault(name, []).append(target)
+        self.bucket_targets = by_bucket
+        for name in list(self.senders):
+            if name not in targets or self.senders[name].channel.target != targets[name]:
+                self.tasks.pop(name).cancel()
+                del self.senders[name]
+        for name, target in targets.items():
+            if name in self.senders:
+                continue
+            channel = Channel(self.ctx, self.site, self.keys[0], self.keys[1], target)
+            sender = Sender(
+                self.site,
+                self.store,
+                self.cursors,
+                channel,
+                buckets=lambda n=name: self._buckets_of(n),
+                settings=self.settings,
+                on_suspect=self.repairer.suspect,
+            )
+            self.senders[name] = sender
+            self.tasks[name] = asyncio.create_task(sender.run(), name=f"replicate-{name}")
+        if self.zap is not None:
+            peers, _ = parse_peers(document.get("replication_peers"))
+            self.zap.admit({t.public_key: t.name for t in peers})
+
+    def _buckets_of(self, target: str) -> list[str]:
+        return [b for b, targets in self.bucket_targets.items() if target in targets]
+
+    def status(self) -> dict[str, Any]:
+        """Per bucket, per target: pending changes, lag seconds, last success and error."""
+        view: dict[str, dict[str, Any]] = {}
+        for bucket, targets in self.bucket_targets.items():
+            for target in targets:
+                sender = self.senders.get(target)
+                if sender is not None:
+                    view.setdefault(bucket, {})[target] = sender.stream(bucket).view()
+        return view
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "buckets": self.status(),
+            "targets": {
+                name: {"messages": dict(s.channel.counters), "dropped": dict(s.channel.drops)}
+                for name, s in self.senders.items()
+            },
+            "receiver": self.receiver.stats() if self.receiver else None,
+            "scrub": self.repairer.stats(),
+            "problems": self.problems,
+        }
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        if self._repair_task is not None:
+            tasks.append(self._repair_task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.receiver is not None:
+            await self.receiver.stop()
+        if self.zap is not None:
+            self.zap.stop()
+        self.cursors.close()
