@@ -31,8 +31,25 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        return self.send(method, path, data, "application/json")
+
+    def put_bytes(self, path: str, data: bytes, headers: dict[str, str] | None = None) -> Any:
+        """PUT raw bytes (an object's content); the JSON answer."""
+        return self.send("PUT", path, data, "application/octet-stream", headers)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One request; the JSON answer, or :class:`ApiFailure` naming the error."""
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
+        req.add_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         if self.token:
             req.add_header("X-Auth-Token", self.token)
         try:

@@ -1,12 +1,16 @@
-"""``skerry demo``: central and two edge sites on this machine, networked servers on each.
+"""``skerry demo``: central and two edge sites on this machine, servers, storage, objects.
 
 Starts real processes (skerry-central, skerry-edged for edge-a and edge-b)
 against the real libvirtd with TCG guests. At each site it creates a tenant
 VXLAN network with a subnet, two ports and two servers on them through the API,
 waits until the servers are ACTIVE, their guests printed their marker and
 configured their port's address, and the first guest pings the second over the
-network; it prints sites, networks, ports and servers, then removes everything
-it started (servers, ports, networks and so every link the sites made).
+network. At edge-a it then boots a server from a disk image uploaded to central,
+hot-plugs an encrypted volume into it and replicates objects written at the
+site to central (:mod:`central.demo_storage`). It prints sites, servers,
+networks, ports, images, volumes and buckets, then removes everything it
+started (servers, volumes, buckets, ports, networks and so every link the
+sites made).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from central import demo_storage
 from central.cli import SERVER_COLUMNS, SITE_COLUMNS, server_rows, site_rows, table
 from central.cli_network import NETWORK_COLUMNS, PORT_COLUMNS, network_rows, port_rows
 from central.localcluster import REPO, LocalCluster, purge_site_domains, wait_for
@@ -33,8 +38,8 @@ def say(text: str) -> None:
 
 def run_demo(keep: bool = False) -> int:
     image_dir = REPO / "images" / "build"
-    if not (image_dir / "tiny" / "vmlinuz").exists():
-        say(f"no guest image in {image_dir}/tiny: run `bash images/build-tiny-guest.sh` first")
+    if not (image_dir / "tiny" / "vmlinuz").exists() or not demo_storage.DISK_IMAGE.exists():
+        say(f"no guest images in {image_dir}: run `bash .ci/setup-host.sh` first")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="skerry-demo-"))
     cluster = LocalCluster(workdir, image_dir, edge_overrides=EDGE_OVERRIDES)
@@ -53,9 +58,12 @@ def run_demo(keep: bool = False) -> int:
             wait_for(lambda s=site: cluster.site(s)["state"] == "up", 60, f"site {site} up")
         say("both sites up; a tenant network, two ports and two servers per site")
         made = [deploy(cluster, site, n) for n, site in enumerate(SITES)]
+        stored = demo_storage.deploy(cluster, SITES[0], say)
         servers = [server for site_made in made for server in site_made["servers"]]
+        servers.append(stored["server"])
         for site_made in made:
             show_site(cluster, site_made)
+        demo_storage.show(cluster, stored, say)
         print()
         print(table(site_rows(cluster.client.get("/v1/sites")["sites"]), SITE_COLUMNS))
         print()
@@ -69,10 +77,11 @@ def run_demo(keep: bool = False) -> int:
         if keep:
             say(f"--keep: left running; API at http://127.0.0.1:{cluster.api_port}")
             return 0
-        say("cleaning up: servers, then ports and networks")
+        say("cleaning up: servers, then volumes, objects, images, ports and networks")
         for server in servers:
             cluster.client.delete(f"/v1/servers/{server['id']}")
         wait_for(lambda: not cluster.client.get("/v1/servers")["servers"], 60, "servers gone")
+        demo_storage.clean(cluster, stored)
         for site_made in made:
             for port in site_made["ports"]:
                 cluster.client.delete(f"/v1/ports/{port['id']}")
@@ -89,8 +98,9 @@ def run_demo(keep: bool = False) -> int:
             purge_site_domains(cluster.libvirt_uri, list(SITES))
             shutil.rmtree(workdir, ignore_errors=True)
     say(
-        "demo finished: every server ACTIVE with its guest marker seen, and guests pinging "
-        "each other over their site's tenant network"
+        "demo finished: every server ACTIVE with its guest marker seen, guests pinging "
+        "each other over their site's tenant network, a guest booted from a central image "
+        "with an encrypted volume hot-plugged, objects replicated from a site to central"
         if ok
         else "demo failed"
     )
