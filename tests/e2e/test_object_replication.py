@@ -69,7 +69,7 @@ def holds_exactly(client: Client, base: str, bucket: str, expected: dict[str, by
 
 
 def stream(view: dict[str, Any], **match: str) -> dict[str, Any] | None:
-    for entry in view["replication"]:
+    for entry in view["bucket"]["replication"]:
         if all(entry.get(k) == v for k, v in match.items()):
             return entry
     return None
