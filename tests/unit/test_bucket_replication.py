@@ -112,3 +112,36 @@ def test_lag_reports_are_kept_per_bucket_site_and_target(store: Store) -> None:
     assert view[("a", "central")]["pending"] == 0
     assert view[("a", "b")]["pending"] is None
     assert "no replication endpoint" in view[("a", "b")]["last_error"]
+
+
+def test_hub_republishes_peers_when_an_endpoint_is_reported(tmp_path: Path, store: Store) -> None:
+    import zmq.asyncio
+
+    from central.config import CentralConfig
+    from central.hub import Hub, Peer
+
+    ctx = zmq.asyncio.Context()
+    hub = Hub(CentralConfig(state_dir=tmp_path), store, ctx)
+    try:
+
+        def status(site: str, inventory: dict) -> None:
+            msg = {"observed_generation": 0, "resources": {}, "health": {}, "inventory": inventory}
+            hub.peers[site] = Peer(status=msg, dirty=True)  # type: ignore[arg-type]
+            hub._flush()
+
+        def generation(site: str) -> int:
+            return store.one("SELECT desired_generation FROM sites WHERE name = ?", (site,))[
+                "desired_generation"
+            ]
+
+        status("b", {"numa": {}})  # no endpoint: nothing to tell a
+        assert generation("a") == 0
+        status("b", {"replication_advertise": "tcp://10.0.0.2:8720"})
+        assert generation("a") == 1 and generation("c") == 0  # c shares no peer bucket
+        assert hub.peers["a"].document["replication_peers"][0]["endpoint"] == "tcp://10.0.0.2:8720"
+        status("b", {"replication_advertise": "tcp://10.0.0.2:8720"})  # unchanged: no new one
+        assert generation("a") == 1
+        status("b", {"replication_advertise": "tcp://10.0.0.9:8720"})  # moved
+        assert generation("a") == 2
+    finally:
+        ctx.destroy(linger=0)
