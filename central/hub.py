@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -41,6 +42,7 @@ import zmq
 import zmq.asyncio
 
 from central import orchestrator, zap
+from central.bucket_replication import advertised, peers_of
 from central.config import CentralConfig
 from central.store import Store, dumps
 from edged import wire
@@ -357,6 +359,7 @@ class Hub:
         dirty = [(site, p) for site, p in self.peers.items() if p.dirty]
         if not dirty:
             return
+        republish: set[str] = set()
         with self.store.transaction():
             for site, peer in dirty:
                 if peer.status is not None:
@@ -364,6 +367,8 @@ class Hub:
                     orchestrator.apply_status(
                         self.store, site, msg["observed_generation"], msg["resources"]
                     )
+                    if self._endpoint_changed(site, msg["inventory"]):
+                        republish.update(peers_of(self.store, site))
                     self.store.db.execute(
                         "UPDATE sites SET inventory = ?, health = ? WHERE name = ?",
                         (dumps(msg["inventory"]), dumps(msg["health"]), site),
@@ -375,6 +380,22 @@ class Hub:
                 )
                 peer.flushed_seen = peer.last_seen
                 peer.dirty = False
+            # A site's replication endpoint is new or moved: its peers' documents name it
+            # (in the same transaction, so a crash cannot lose the change for them).
+            published = [
+                (other, orchestrator.publish(self.store, other, self.config.keep_generations))
+                for other in sorted(republish)
+            ]
+        for other, (generation, document) in published:
+            self.published(other, generation, document)
+
+    def _endpoint_changed(self, site: str, inventory: Any) -> bool:
+        row = self.store.one("SELECT inventory FROM sites WHERE name = ?", (site,))
+        try:
+            before = json.loads(row["inventory"]) if row else {}
+        except ValueError:
+            before = {}
+        return advertised(before) != advertised(inventory)
 
     # -- periodic sweep ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+from central.bucket_replication import apply_replication_status, peer_section
 from central.identity.snapshot import build_section
 from central.store import Store, dumps, now
 from central.volume_state import (
@@ -93,6 +94,7 @@ def build_document(
         "ports": ports,
         "volumes": volumes,
         "buckets": bucket_section(store, site),
+        "replication_peers": peer_section(store, site),
         "identity": identity if identity is not None else build_section(store),
         **image_sections(store, servers, volumes),
     }
@@ -297,4 +299,5 @@ def apply_status(store: Store, site: str, observed_generation: int, resources: A
             )
         _apply_network_status(store, site, resources)
         apply_volume_status(store, site, resources)
+        apply_replication_status(store, site, resources)
         store.db["sites"].update(site, {"observed_generation": observed_generation})

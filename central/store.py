@@ -328,8 +328,39 @@ def _v7(db: sqlite_utils.Database) -> None:
     db["buckets"].create_index(["project_id"])
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """Replication lag per bucket, site and target, as each site last reported it."""
+    db["bucket_replication"].create(
+        {
+            "bucket": str,
+            "site": str,
+            "target": str,  # "central" or a peer site
+            "pending": int,
+            "pending_more": int,
+            "lag_s": float,
+            "last_ok": float,
+            "last_error": str,
+            "last_error_at": float,
+            "reported_at": float,
+        },
+        pk=("bucket", "site", "target"),
+        not_null={"reported_at"},
+        defaults={"pending_more": 0},
+    )
+    db["bucket_replication"].create_index(["site"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+]
 
 
 class Store:

@@ -29,6 +29,9 @@ from edged.link import Link, load_curve_keys
 from edged.objects.bucket_sync import sync_buckets
 from edged.objects.stores import open_store
 from edged.overrides import OverrideStore
+from edged.replication.sender import Settings as ReplicationSettings
+from edged.replication.sender import Target
+from edged.replication.site import SiteReplication
 from edged.site_network import from_config as site_network
 from edged.site_volumes import from_config as site_volumes
 from edged.state import LocalState
@@ -103,6 +106,9 @@ class EdgeDaemon:
             on_message=self._on_message,
             on_reconnect=self._send_status,
         )
+        # Object replication (started in run(); None when it could not be set up).
+        self.replication: SiteReplication | None = None
+        self.replication_failures = 0
         self.wake = asyncio.Event()
         self.last_report: dict[str, Any] = {}
         self.last_pass: dict[str, Any] = {}
@@ -128,6 +134,7 @@ class EdgeDaemon:
                 self.link.counters["desired_accepted"] += 1
                 log.info("generation %d accepted", generation)
                 self.identity.load(generation, document)
+                self._replication_follow(document)
                 self.wake.set()
                 self.images.wake.set()
             else:
@@ -138,6 +145,8 @@ class EdgeDaemon:
     async def _send_status(self) -> None:
         observed = self.state.last_observation()
         generation, report = observed if observed else (0, {"servers": {}})
+        if self.replication is not None:
+            report = {**report, "buckets": self._bucket_report()}
         await self.link.send(
             wire.STATUS,
             observed_generation=generation,
@@ -156,6 +165,7 @@ class EdgeDaemon:
                 **dict(self.images.counters),
                 **{f"dropped_{k}": v for k, v in self.image_client.drops.items()},
             },
+            "replication": self._replication_health(),
             "local_overrides": {
                 o.server_id: {
                     "power": o.power,
@@ -167,6 +177,75 @@ class EdgeDaemon:
                 for o in self.overrides.all()
             },
         }
+
+    # -- object replication ----------------------------------------------------------
+
+    def _start_replication(self) -> None:
+        """Senders to central and peers, the peers' receiver, scrub and repair.
+
+        Never fatal: a problem is logged and counted, and the site runs on
+        without replication (objects are still served locally).
+        """
+        config = self.config
+        try:
+            keys = load_curve_keys(config)
+            self.replication = SiteReplication(
+                config.site,
+                self.objects,
+                self.ctx,
+                config.state_dir,
+                (keys.public, keys.secret),
+                Target("central", config.central_replication_endpoint, config.central_public_key),
+                ReplicationSettings(
+                    in_flight=config.replication_in_flight,
+                    backoff_max_s=config.replication_backoff_max_s,
+                ),
+                bind=config.replication_bind,
+                scrub_interval_s=config.scrub_interval_s,
+            )
+            self.replication.start(self.state.document() or {})
+        except Exception:
+            self.replication_failures += 1
+            self.replication = None
+            log.exception("object replication not started")
+
+    def _replication_follow(self, document: dict[str, Any]) -> None:
+        """A newly held document: re-plan the replication targets (never raises)."""
+        if self.replication is None:
+            return
+        try:
+            self.replication.update(document or {})
+        except Exception:
+            self.replication_failures += 1
+            log.exception("replication did not follow the new document")
+
+    def _bucket_report(self) -> dict[str, Any]:
+        """Per bucket, per target: the replication lag for central's bucket view."""
+        try:
+            assert self.replication is not None
+            return {b: {"replication": t} for b, t in self.replication.status().items()}
+        except Exception:
+            self.replication_failures += 1
+            log.exception("replication status failed")
+            return {}
+
+    def _replication_health(self) -> dict[str, Any]:
+        if self.replication is None:
+            return {"running": False, "failures": self.replication_failures}
+        try:
+            stats = self.replication.stats()
+        except Exception as exc:
+            return {"running": True, "failures": self.replication_failures, "error": str(exc)}
+        stats.pop("buckets", None)  # in the status resources already
+        return {"running": True, "failures": self.replication_failures, **stats}
+
+    async def _stop_replication(self) -> None:
+        if self.replication is None:
+            return
+        try:
+            await asyncio.wait_for(self.replication.stop(), timeout=10)
+        except Exception:
+            log.exception("object replication did not stop cleanly")
 
     # -- reconcile loop --------------------------------------------------------------
 
@@ -205,6 +284,11 @@ class EdgeDaemon:
     def _host_inventory(self) -> dict[str, Any]:
         """NUMA topology, SR-IOV counts, physnets and network capabilities for central."""
         section = self.network.inventory()
+        if self.replication is not None and self.replication.receiver is not None:
+            # Where peers reach this site's receiver: central puts it in their documents.
+            section["replication_advertise"] = (
+                self.config.replication_advertise or self.config.replication_bind
+            )
         try:
             section["numa"] = inventory_section(read_topology(self.config.sysfs_root))
         except NumaError as exc:
@@ -245,6 +329,7 @@ class EdgeDaemon:
             wake=self.wake.set,
             central_reachable=lambda: self.link.reachable,
             objects=self.objects,
+            replication=lambda: self.replication.status() if self.replication else {},
         )
 
     async def serve_local_api(self, stop: asyncio.Event) -> None:
@@ -291,6 +376,7 @@ class EdgeDaemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; guests keep running after edged stops."""
         self.link.open()
+        self._start_replication()
         log.info(
             "site %s: holding generation %d, central at %s",
             self.config.site,
@@ -310,6 +396,7 @@ class EdgeDaemon:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._stop_replication()
         self.link.close()
         self.image_client.close()
         self.ctx.term()

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException
 from edged.drivers.compute import ComputeDriver, ComputeError
 from edged.identity import IdentityCache
 from edged.objects import http as object_http
-from edged.objects.store import ObjectStore
+from edged.objects.store import Bucket, ObjectStore
 from edged.overrides import OverrideStore
 from edged.reconcile import PowerOverride, apply_overrides, specs_from_document
 from edged.state import LocalState
@@ -62,6 +62,8 @@ class LocalSite:
     central_reachable: Callable[[], bool] = lambda: False
     # The site's object store; None: no object routes.
     objects: ObjectStore | None = None
+    # Per bucket, per target: the replication lag (SiteReplication.status()).
+    replication: Callable[[], dict[str, dict[str, Any]]] = dict
     _audit_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def audit(self, entry: dict[str, Any]) -> None:
@@ -71,6 +73,20 @@ class LocalSite:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def local_lag(target: str, view: dict[str, Any]) -> dict[str, Any]:
+    """One replication stream in the bucket view (the names central's bucket API uses)."""
+    return {
+        "target": target,
+        "pending": view.get("pending"),
+        "pending_more": view.get("pending_more", False),
+        "lag_s": view.get("lag_seconds"),
+        "last_ok": view.get("last_success"),
+        "last_error": view.get("last_error"),
+        "last_error_at": view.get("last_error_at"),
+        "sent": view.get("sent", 0),
+    }
 
 
 class LocalApiError(Exception):
@@ -199,7 +215,13 @@ def create_local_app(site: LocalSite) -> Quart:
         async def audit_object(event: dict[str, Any]) -> None:
             await asyncio.to_thread(site.audit, {"time": time.time(), "site": site.site, **event})
 
-        api = object_http.ObjectApi(site.objects, principal, audit_object)
+        def replication_view(bucket: Bucket) -> dict[str, Any]:
+            streams = site.replication().get(bucket.name, {})
+            return {"replication": [local_lag(t, v) for t, v in sorted(streams.items())]}
+
+        api = object_http.ObjectApi(
+            site.objects, principal, audit_object, bucket_extra=replication_view
+        )
         app.register_blueprint(object_http.object_blueprint(api))
 
     @app.get("/healthz")

@@ -15,6 +15,7 @@ from quart import Quart, g
 
 from central import orchestrator
 from central.api.policy import principal
+from central.bucket_replication import replication_view
 from central.config import CentralConfig
 from central.hub import Hub
 from central.store import Store, now
@@ -77,6 +78,7 @@ class CentralBuckets:
             return
         with self.store.transaction() as db:
             db.conn.execute("DELETE FROM buckets WHERE name = ?", (name,))
+            db.conn.execute("DELETE FROM bucket_replication WHERE bucket = ?", (name,))
             self._publish(json.loads(row["sites"]))
         self._announce()
 
@@ -110,6 +112,7 @@ def install(app: Quart, config: CentralConfig, store: Store, hub: Hub) -> Object
         principal=principal,
         audit=_audit,
         buckets=CentralBuckets(store, hub, config.keep_generations),
+        bucket_extra=lambda b: {"replication": replication_view(store, b.name, b.policy)},
     )
     app.register_blueprint(object_blueprint(api))
     return objects

@@ -18,6 +18,7 @@ from central.api.errors import conflict, not_found
 from central.api.models import Error, Site, Strict
 from central.api.policy import cloud_admin
 from central.api.services import services, site_change
+from central.bucket_replication import peers_of
 from central.volume_state import has_encrypted_volumes
 from central.zap import PublicKey, fingerprint
 
@@ -54,6 +55,13 @@ def _view(name: str) -> dict:
     return site_view(_site_row(name))
 
 
+def _republish_peers(site: str) -> None:
+    """The sites replicating with ``site`` admit it by its key: give them the new one."""
+    for peer in peers_of(services().store, site):
+        with site_change(peer):
+            pass
+
+
 @bp.put("/<name>/key")
 @cloud_admin
 @validate_request(SiteKey)
@@ -74,6 +82,7 @@ async def enroll_key(name: str, data: SiteKey):  # type: ignore[no-untyped-def]
         with site_change(name):  # volume keys are sealed to the new key
             pass
     svc.hub.enroll(name, data.public_key)
+    _republish_peers(name)
     return _view(name)
 
 
@@ -88,4 +97,5 @@ async def revoke_key(name: str):  # type: ignore[no-untyped-def]
         _site_row(name)
         svc.store.db.execute("UPDATE sites SET public_key = NULL WHERE name = ?", (name,))
     svc.hub.revoke(name)
+    _republish_peers(name)
     return _view(name)

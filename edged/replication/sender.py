@@ -28,6 +28,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from edged.objects.errors import ObjectCorrupt, ObjectError
 from edged.replication import protocol as p
 from edged.replication.cursors import CursorStore
 from edged.replication.store_api import ReplicaStore
@@ -337,6 +338,17 @@ class Sender:
                     errors.append(exc)
                     if exc.reason == "checksum":
                         self.on_suspect(v.bucket, v.key)
+                    return
+                except ObjectError as exc:
+                    if exc.status != 409:
+                        raise
+                    # Superseded since the batch was read: the newer version has a
+                    # later seq and goes in a later batch; this one is done with.
+                    done.add(v.key)
+                    return
+                except ObjectCorrupt as exc:  # our copy is bad: repair it, then send it
+                    errors.append(TransferError("source_corrupt", str(exc)))
+                    self.on_suspect(v.bucket, v.key)
                     return
                 done.add(v.key)
                 status.sent += 1

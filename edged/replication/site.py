@@ -17,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import zmq
 import zmq.asyncio
 
 from edged.replication.cursors import CursorStore
@@ -85,6 +89,8 @@ class SiteReplication:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.bucket_targets: dict[str, list[str]] = {}
         self.problems: list[str] = []
+        self.unplaced: dict[str, list[str]] = {}  # bucket -> peers without an entry
+        self.counters: Counter[str] = Counter()
         self.zap: PeerKeys | None = None
         self.receiver: Receiver | None = None
         self.repairer = Repairer(
@@ -103,15 +109,26 @@ class SiteReplication:
         if self.bind:
             self.zap = PeerKeys(self.ctx)
             self.zap.start()
-            self.receiver = Receiver(self.store, self.staging, self.zap.site_of, name="peers")
-            self.receiver.bind(self.ctx, self.bind, self.keys[1])
-            self.receiver.start()
+            receiver = Receiver(self.store, self.staging, self.zap.site_of, name="peers")
+            try:
+                receiver.bind(self.ctx, self.bind, self.keys[1])
+            except zmq.ZMQError as exc:  # the senders and the repairer run on without it
+                self.counters["receiver_bind_failures"] += 1
+                log.error("replication receiver not bound on %s: %s", self.bind, exc)
+            else:
+                self.receiver = receiver
+                receiver.start()
         self._repair_task = asyncio.create_task(self.repairer.run(), name="scrub-repair")
         self.update(document)
 
     def update(self, document: dict[str, Any]) -> None:
         """Follow a newly held document: start, re-point or stop senders."""
         targets, buckets, self.problems = plan_targets(document or {}, self.central)
+        self.unplaced = {
+            entry["name"]: [p for p in entry.get("peers") or [] if p not in targets]
+            for entry in (document or {}).get("buckets") or []
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+        }
         for problem in self.problems:
             log.warning("replication: %s", problem)
         by_bucket: dict[str, list[str]] = {}
@@ -137,10 +154,31 @@ class SiteReplication:
                 on_suspect=self.repairer.suspect,
             )
             self.senders[name] = sender
-            self.tasks[name] = asyncio.create_task(sender.run(), name=f"replicate-{name}")
+            self.tasks[name] = asyncio.create_task(
+                self._supervise(sender), name=f"replicate-{name}"
+            )
         if self.zap is not None:
             peers, _ = parse_peers(document.get("replication_peers"))
             self.zap.admit({t.public_key: t.name for t in peers})
+
+    async def _supervise(self, sender: Sender) -> None:
+        """Run ``sender``; an unexpected failure (a store error, say) is logged, counted,
+        shown as the streams' last error, and the sender restarted after a backoff."""
+        delay = self.settings.backoff_initial_s
+        while True:
+            try:
+                await sender.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.counters["sender_failures"] += 1
+                log.exception("replication to %s failed; restarting it", sender.target)
+                for bucket in self._buckets_of(sender.target):
+                    stream = sender.stream(bucket)
+                    stream.last_error, stream.last_error_at = f"internal: {exc}", time.time()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.settings.backoff_max_s)
 
     def _buckets_of(self, target: str) -> list[str]:
         return [b for b, targets in self.bucket_targets.items() if target in targets]
@@ -153,6 +191,18 @@ class SiteReplication:
                 sender = self.senders.get(target)
                 if sender is not None:
                     view.setdefault(bucket, {})[target] = sender.stream(bucket).view()
+        for bucket, peers in self.unplaced.items():
+            for peer in peers:  # central has not told this site where the peer is
+                view.setdefault(bucket, {})[peer] = {
+                    "pending": None,
+                    "pending_more": False,
+                    "lag_seconds": None,
+                    "last_success": None,
+                    "last_error": f"no replication_peers entry for {peer} "
+                    "(central knows no endpoint or key for it yet)",
+                    "last_error_at": None,
+                    "sent": 0,
+                }
         return view
 
     def stats(self) -> dict[str, Any]:
@@ -165,6 +215,7 @@ class SiteReplication:
             "receiver": self.receiver.stats() if self.receiver else None,
             "scrub": self.repairer.stats(),
             "problems": self.problems,
+            **dict(self.counters),
         }
 
     async def stop(self) -> None:
