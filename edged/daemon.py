@@ -27,7 +27,7 @@ from edged.image_cache import ImageCache
 from edged.image_fetch import ImageClient, ImagePuller, image_endpoint
 from edged.link import Link, load_curve_keys
 from edged.objects.bucket_sync import sync_buckets
-from edged.objects.stores import open_store
+from edged.objects.stores import open_configured
 from edged.overrides import OverrideStore
 from edged.replication.sender import Settings as ReplicationSettings
 from edged.replication.sender import Target
@@ -83,15 +83,7 @@ class EdgeDaemon:
         )
         self.overrides = OverrideStore(self.state)
         # Buckets follow the held document (each pass); the backend connects on first use.
-        self.objects = open_store(
-            config.site,
-            config.object_path,
-            config.object_backend,
-            rados_conf=config.rados_conf,
-            rados_pool=config.rados_pool,
-            rados_user=config.rados_user,
-            max_object_bytes=config.object_max_bytes,
-        )
+        self.objects = open_configured(config.site, config)
         # Tokens are checked against the held document's snapshot from the first second.
         self.identity = IdentityCache()
         if self.state.generation:

@@ -22,7 +22,7 @@ from central.store import Store, now
 from edged.objects.errors import ObjectError
 from edged.objects.http import ObjectApi, object_blueprint
 from edged.objects.store import Bucket, ObjectStore
-from edged.objects.stores import open_store
+from edged.objects.stores import open_configured
 from edged.tokens import Principal
 
 # central's HLC node id: a '.' no site name has, so it never ties with a site's stamps.
@@ -92,15 +92,7 @@ def _audit(event: dict[str, Any]) -> None:
 
 
 def open_object_store(config: CentralConfig) -> ObjectStore:
-    return open_store(
-        NODE,
-        config.object_path,
-        config.object_backend,
-        rados_conf=config.rados_conf,
-        rados_pool=config.rados_pool,
-        rados_user=config.rados_user,
-        max_object_bytes=config.object_max_bytes,
-    )
+    return open_configured(NODE, config)
 
 
 def install(app: Quart, config: CentralConfig, store: Store, hub: Hub) -> ObjectStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from edged.objects.backend import BlobBackend
 from edged.objects.backend_files import FileBackend
@@ -12,6 +13,17 @@ from edged.objects.index import Index
 from edged.objects.store import ObjectStore
 
 BACKENDS = ("files", "rados")
+
+
+class StoreSettings(Protocol):
+    """The object-store keys central's and a site's config both have."""
+
+    object_path: Path
+    object_backend: str
+    rados_conf: Path | None
+    rados_pool: str
+    rados_user: str
+    object_max_bytes: int
 
 
 def open_store(
@@ -39,3 +51,16 @@ def open_store(
     if max_object_bytes is not None:
         store.max_object_bytes = max_object_bytes
     return store
+
+
+def open_configured(node: str, cfg: StoreSettings) -> ObjectStore:
+    """The store of ``node`` as its config's object keys say."""
+    return open_store(
+        node,
+        cfg.object_path,
+        cfg.object_backend,
+        rados_conf=cfg.rados_conf,
+        rados_pool=cfg.rados_pool,
+        rados_user=cfg.rados_user,
+        max_object_bytes=cfg.object_max_bytes,
+    )
