@@ -1,8 +1,9 @@
 """Blobs as files: ``<root>/<id[:2]>/<id>``, written to a temp file, fsynced, renamed.
 
 A blob appears by ``rename`` of a complete, fsynced temp file in the same
-directory, and the directory is fsynced after: a crash leaves either no blob
-or the whole blob, plus perhaps a ``.tmp-*`` file that ``sweep_temp`` removes.
+directory, and the directory is fsynced after (at once, or for many blobs in
+one ``sync``): a crash leaves either no blob or the whole blob, plus perhaps a
+``.tmp-*`` file that ``sweep_temp`` removes.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ class FileBackend:
                 removed += 1
         return removed
 
-    def write(self, blob_id: str, chunks: Iterable[bytes], check: Check | None = None) -> Written:
+    def write(
+        self,
+        blob_id: str,
+        chunks: Iterable[bytes],
+        check: Check | None = None,
+        durable: bool = True,
+    ) -> Written:
         final = self.path(blob_id)
         try:
             final.parent.mkdir(exist_ok=True)
@@ -77,7 +84,8 @@ class FileBackend:
             if check is not None:
                 check(written)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            if durable:
+                _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise BackendUnavailable(f"writing blob {blob_id} under {self.root}: {exc}") from exc
@@ -85,6 +93,15 @@ class FileBackend:
             tmp.unlink(missing_ok=True)
             raise
         return written
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """fsync each directory holding one of ``blob_ids`` once (their renames)."""
+        dirs = {self.path(b).parent for b in blob_ids}
+        try:
+            for d in sorted(dirs):
+                _fsync_dir(d)
+        except OSError as exc:
+            raise BackendUnavailable(f"syncing blob directories under {self.root}: {exc}") from exc
 
     def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:

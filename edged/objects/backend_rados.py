@@ -125,7 +125,14 @@ class RadosBackend:
 
     # -- the interface -----------------------------------------------------------------
 
-    def write(self, blob_id: str, chunks: Iterable[bytes], check: Check | None = None) -> Written:
+    def write(
+        self,
+        blob_id: str,
+        chunks: Iterable[bytes],
+        check: Check | None = None,
+        durable: bool = True,
+    ) -> Written:
+        """A RADOS write returns once the cluster has it durably: ``durable`` changes nothing."""
         rados = self._rados()
         io = self.ioctx()
         digest = hashlib.sha256()
@@ -170,6 +177,9 @@ class RadosBackend:
             self._remove_pieces(blob_id, range(pieces + 1))
             raise
         return written
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """Nothing to do: every write was durable when it returned."""
 
     def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         head = self._head(blob_id)

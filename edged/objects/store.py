@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,15 @@ class ObjectVersion:
     meta: dict[str, str]
     deleted: bool
     seq: int
+
+
+@dataclass(frozen=True)
+class PreparedReplica:
+    """A replica's version whose blob is written but not yet committed (see
+    :meth:`ObjectStore.prepare_replica`); ``row`` is its index row."""
+
+    version: ObjectVersion
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -414,7 +423,17 @@ class ObjectStore:
 
         Bytes are checked against ``v.etag`` and ``v.size`` (mismatch:
         :class:`ObjectCorrupt`, nothing kept). Returns whether anything changed.
+        :meth:`prepare_replica` then :meth:`commit_replicas` of that one version.
         """
+        prepared = self.prepare_replica(v, chunks)
+        return prepared is not None and self.commit_replicas([prepared])[0]
+
+    def prepare_replica(self, v: ObjectVersion, chunks: Iterable[bytes]) -> PreparedReplica | None:
+        """The first half of applying a replica: checks, and the blob written and
+        etag-checked but not yet durably named nor referenced by the index, so
+        not visible. None when a version as new is already held (nothing to do).
+        Hand the result to :meth:`commit_replicas`, alone or with others; until
+        then a crash leaves at most an unreferenced blob."""
         parse(v.hlc)
         self.bucket(v.bucket)
         names.object_key(v.key)
@@ -422,29 +441,57 @@ class ObjectStore:
         self.clock.observe(v.hlc)
         held = self.index.version(v.bucket, v.key)
         if held is not None and held["hlc"] >= v.hlc:
-            return False
+            return None
         if v.deleted:
-            row = self._tombstone(v.bucket, v.key, v.hlc)
-        else:
-            blob_id = uuid.uuid4().hex
-            self.backend.write(blob_id, chunks, self._etag_check(v))
-            row = {
-                "bucket": v.bucket,
-                "key": v.key,
-                "hlc": v.hlc,
-                "etag": v.etag,
-                "size": v.size,
-                "meta": meta,
-                "deleted": 0,
-                "blob_id": blob_id,
-            }
+            return PreparedReplica(v, self._tombstone(v.bucket, v.key, v.hlc))
+        blob_id = uuid.uuid4().hex
+        self.backend.write(blob_id, chunks, self._etag_check(v), durable=False)
+        row = {
+            "bucket": v.bucket,
+            "key": v.key,
+            "hlc": v.hlc,
+            "etag": v.etag,
+            "size": v.size,
+            "meta": meta,
+            "deleted": 0,
+            "blob_id": blob_id,
+        }
+        return PreparedReplica(v, row)
+
+    def commit_replicas(self, prepared: Sequence[PreparedReplica]) -> list[bool]:
+        """The second half, for many replicas at once (a group commit): their blobs
+        made durable (one directory fsync per directory), then one index
+        transaction writing each version that is still newer than what is held
+        (last writer wins, in order). Returns, per replica, whether it changed
+        anything; a replica that lost has its blob removed. When this raises,
+        nothing of the batch is visible and its blobs are removed."""
+        blobs = [p.row["blob_id"] for p in prepared if p.row["blob_id"]]
+        changed: list[bool] = []
+        drop: list[str] = []
         try:
-            self._commit(row, replaced_check=v.hlc)
-        except ObjectError as exc:
-            if exc.status == 409:  # a newer version won the race: nothing changed
-                return False
+            self.backend.sync(blobs)  # bytes first: the index never names a lost blob
+            with self.index.transaction() as conn:
+                for p in prepared:
+                    cur = conn.execute(
+                        "SELECT hlc, blob_id FROM versions WHERE bucket = ? AND key = ?",
+                        (p.row["bucket"], p.row["key"]),
+                    ).fetchone()
+                    if cur is not None and cur[0] >= p.row["hlc"]:
+                        changed.append(False)  # a newer version won the race
+                        if p.row["blob_id"]:
+                            drop.append(p.row["blob_id"])
+                        continue
+                    if cur is not None and cur[1]:
+                        drop.append(cur[1])
+                    self.index.put_version(conn, p.row)
+                    changed.append(True)
+        except BaseException:
+            for blob_id in blobs:
+                self._drop_blob(blob_id)
             raise
-        return True
+        for blob_id in drop:
+            self._drop_blob(blob_id)
+        return changed
 
     @staticmethod
     def _etag_check(v: ObjectVersion) -> Any:

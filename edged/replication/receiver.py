@@ -37,12 +37,14 @@ import zmq
 import zmq.asyncio
 
 from edged.replication import protocol as p
+from edged.replication.group_commit import GroupCommit
 from edged.replication.store_api import (
+    REPAIRED,
     ReplicaStore,
-    apply_or_repair,
     checksum_refusal,
     good_version,
     make_version,
+    prepare_or_repair,
     wants,
 )
 from edged.wire import FrameError
@@ -153,6 +155,7 @@ class Receiver:
         self.drops: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self.group = GroupCommit(store)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,6 +195,7 @@ class Receiver:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.group.stop()
         for s in list(self.sessions.values()):
             s.close()
         self.sessions.clear()
@@ -206,6 +210,8 @@ class Receiver:
             "dropped": dict(self.drops),
             "dropped_total": sum(self.drops.values()),
             "transfers_open": len(self.sessions),
+            "commit_batches": self.group.batches,
+            "committed": self.group.committed,
         }
 
     def _sweep_staging(self) -> None:
@@ -385,8 +391,9 @@ class Receiver:
             return data
 
     async def _apply(self, s: Incoming, chunks: Iterator[bytes]) -> None:
+        """Write and check the blob in a thread, then ack once its group commit is durable."""
         try:
-            applied = await asyncio.to_thread(apply_or_repair, self.store, s.version, chunks)
+            prepared = await asyncio.to_thread(prepare_or_repair, self.store, s.version, chunks)
         except Exception as exc:
             if not checksum_refusal(exc):
                 raise
@@ -401,6 +408,12 @@ class Receiver:
             s.discard()
             await self._send(s.routing, p.NACK, s.tid, reason="checksum")
             return
+        if prepared is None:
+            applied = False
+        elif prepared is REPAIRED:
+            applied = True
+        else:
+            applied = await self.group.commit(prepared)
         self.counters["applied" if applied else "not_applied"] += 1
         await self._send(s.routing, p.ACK, s.tid, applied=bool(applied))
 
