@@ -30,6 +30,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ HANDSHAKE_IVL_MS = 10_000
 SESSION_IDLE_S = 120.0  # a transfer silent this long is forgotten (its staged bytes stay)
 STAGING_MAX_AGE_S = 24 * 3600.0  # staged partial copies older than this are removed
 QUEUE_DEPTH = 16
+WRITERS = 8  # versions written into the store at once (each holds a thread while streaming)
 READ_CHUNK = 1024 * 1024
 
 # (site, bucket) -> may this site replicate into this bucket here?
@@ -66,6 +68,10 @@ PeerSite = Callable[[str], "str | None"]
 def staging_name(site: str, bucket: str, key: str, hlc: str) -> str:
     text = "\0".join((site, bucket, key, hlc)).encode()
     return hashlib.sha256(text).hexdigest() + ".part"
+
+
+CUT = "cut"  # _prepare: the transfer stopped before its last byte
+REFUSED = "refused"  # _prepare: the bytes do not hash to the offered etag
 
 
 class TransferCut(Exception):
@@ -142,6 +148,7 @@ class Receiver:
         peer_site: PeerSite,
         authorize: Authorize | None = None,
         name: str = "receiver",
+        writers: int = WRITERS,
     ) -> None:
         self.store = store
         self.staging_dir = staging_dir
@@ -156,6 +163,12 @@ class Receiver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self.group = GroupCommit(store)
+        # Writers have their own threads, and a session asks for bytes (``want``) only
+        # once it holds one: chunks then always have a thread draining them, so the
+        # receive loop, which blocks on a full session queue, cannot wait on a session
+        # that waits for a thread (nor starve the index look-ups and commits).
+        self.writer_slots = asyncio.Semaphore(writers)
+        self.writer_pool = ThreadPoolExecutor(writers, thread_name_prefix=f"{name}-writer")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -196,6 +209,7 @@ class Receiver:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.group.stop()
+        self.writer_pool.shutdown(wait=False, cancel_futures=True)
         for s in list(self.sessions.values()):
             s.close()
         self.sessions.clear()
@@ -341,21 +355,32 @@ class Receiver:
             self.counters["skipped_have"] += 1
             await self._send(s.routing, p.ACK, s.tid, applied=False)
             return
+        async with self.writer_slots:  # released once the blob is written, not committed
+            if s.cut:
+                return
+            prepared = await self._prepare(s)
+        if prepared is not CUT:
+            await self._commit(s, prepared)
+
+    async def _prepare(self, s: Incoming) -> Any:
+        """The version's blob written and checked (``prepare_or_repair``): what to commit,
+        REFUSED when the bytes did not match, CUT when the transfer stopped first."""
+        v = s.version
         if v.deleted or s.offer.data is not None:
             body = [] if v.deleted else [bytes(s.offer.data)]
-            await self._apply(s, iter(body))
-            return
+            return await self._write(s, iter(body))
         staged = await asyncio.to_thread(s.open_staging)
         if staged:
             self.counters["resumed"] += 1
         await self._send(s.routing, p.WANT, s.tid, offset=staged)
         try:
-            await self._apply(s, self._streamed(s, staged, asyncio.get_running_loop()))
+            prepared = await self._write(s, self._streamed(s, staged, asyncio.get_running_loop()))
         except TransferCut:
             self.counters["transfers_cut"] += 1
             await asyncio.to_thread(s.close)  # the staged prefix stays for a resume
-            return
-        s.discard()
+            return CUT
+        await asyncio.to_thread(s.discard)  # unlinking a large file takes a while
+        return prepared
 
     def _streamed(
         self, s: Incoming, staged: int, loop: asyncio.AbstractEventLoop
@@ -390,13 +415,19 @@ class Receiver:
             self.counters["chunks"] += 1
             return data
 
-    async def _apply(self, s: Incoming, chunks: Iterator[bytes]) -> None:
-        """Write and check the blob in a thread, then ack once its group commit is durable."""
+    async def _write(self, s: Incoming, chunks: Iterator[bytes]) -> Any:
         try:
-            prepared = await asyncio.to_thread(prepare_or_repair, self.store, s.version, chunks)
+            return await asyncio.get_running_loop().run_in_executor(
+                self.writer_pool, prepare_or_repair, self.store, s.version, chunks
+            )
         except Exception as exc:
             if not checksum_refusal(exc):
                 raise
+        return REFUSED
+
+    async def _commit(self, s: Incoming, prepared: Any) -> None:
+        """Ack once the version is durable and committed (its group commit), or nack."""
+        if prepared is REFUSED:
             self.counters["checksum_refused"] += 1
             log.warning(
                 "%s: %s/%s from %s does not match its etag",
@@ -405,7 +436,7 @@ class Receiver:
                 s.version.key,
                 s.site,
             )
-            s.discard()
+            await asyncio.to_thread(s.discard)
             await self._send(s.routing, p.NACK, s.tid, reason="checksum")
             return
         if prepared is None:
