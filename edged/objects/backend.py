@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from edged.objects.errors import BackendUnavailable
@@ -55,6 +56,14 @@ class BlobBackend(Protocol):
     ) -> Written:
         """Store the chunks as ``blob_id``; visible only complete and after ``check``.
         With ``durable=False`` the blob survives a crash only after :meth:`sync`."""
+        ...
+
+    def adopt(
+        self, blob_id: str, path: Path, chunks: Callable[[], Iterable[bytes]], written: Written
+    ) -> None:
+        """Make the complete, fsynced, already checked file ``path`` the blob ``blob_id``
+        (``written`` is its size and sha256; ``chunks`` reads it back for a backend that
+        copies), not yet durably named (:meth:`sync`). ``path`` is gone afterwards."""
         ...
 
     def sync(self, blob_ids: Iterable[str]) -> None:

@@ -9,11 +9,12 @@ one ``sync``): a crash leaves either no blob or the whole blob, plus perhaps a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from edged.objects.backend import READ_CHUNK, BackendUnavailable, Check, Written
@@ -27,6 +28,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _same_as(want: Written) -> Check:
+    def check(written: Written) -> None:
+        if written != want:
+            raise BackendUnavailable(f"staged file changed while copied: {written} != {want}")
+
+    return check
 
 
 class FileBackend:
@@ -93,6 +102,21 @@ class FileBackend:
             tmp.unlink(missing_ok=True)
             raise
         return written
+
+    def adopt(
+        self, blob_id: str, path: Path, chunks: Callable[[], Iterable[bytes]], written: Written
+    ) -> None:
+        """Rename the staged file into place (same filesystem: no copy), else copy it."""
+        final = self.path(blob_id)
+        try:
+            final.parent.mkdir(exist_ok=True)
+            os.rename(path, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                why = f"adopting blob {blob_id} under {self.root}: {exc}"
+                raise BackendUnavailable(why) from exc
+            self.write(blob_id, chunks(), _same_as(written), durable=False)
+            path.unlink(missing_ok=True)
 
     def sync(self, blob_ids: Iterable[str]) -> None:
         """fsync each directory holding one of ``blob_ids`` once (their renames)."""

@@ -26,6 +26,7 @@ from edged.objects.backend import BlobBackend, Written
 from edged.objects.errors import ObjectCorrupt, ObjectError
 from edged.objects.hlc import HybridClock, parse
 from edged.objects.index import Index
+from edged.objects.replica_file import ReplicaFile
 
 log = logging.getLogger(__name__)
 
@@ -434,19 +435,28 @@ class ObjectStore:
         not visible. None when a version as new is already held (nothing to do).
         Hand the result to :meth:`commit_replicas`, alone or with others; until
         then a crash leaves at most an unreferenced blob."""
-        parse(v.hlc)
-        self.bucket(v.bucket)
-        names.object_key(v.key)
-        meta = names.metadata(v.meta)
-        self.clock.observe(v.hlc)
+        meta = self._replica_checks(v)
         held = self.index.version(v.bucket, v.key)
         if held is not None and held["hlc"] >= v.hlc:
             return None
         if v.deleted:
             return PreparedReplica(v, self._tombstone(v.bucket, v.key, v.hlc))
-        blob_id = uuid.uuid4().hex
+        blob_id = _replica_blob_id()
         self.backend.write(blob_id, chunks, self._etag_check(v), durable=False)
-        row = {
+        return PreparedReplica(v, self._replica_row(v, meta, blob_id))
+
+    def _replica_checks(self, v: ObjectVersion) -> dict[str, str]:
+        """A replica's names and stamp checked (ValueError, ObjectError); its metadata."""
+        parse(v.hlc)
+        self.bucket(v.bucket)
+        names.object_key(v.key)
+        meta = names.metadata(v.meta)
+        self.clock.observe(v.hlc)
+        return meta
+
+    @staticmethod
+    def _replica_row(v: ObjectVersion, meta: dict[str, str], blob_id: str) -> dict[str, Any]:
+        return {
             "bucket": v.bucket,
             "key": v.key,
             "hlc": v.hlc,
@@ -456,7 +466,26 @@ class ObjectStore:
             "deleted": 0,
             "blob_id": blob_id,
         }
-        return PreparedReplica(v, row)
+
+    def prepare_replica_file(self, v: ObjectVersion, staged: ReplicaFile) -> PreparedReplica | None:
+        """:meth:`prepare_replica` for bytes received into ``staged`` (complete): checked
+        against ``v`` (size and the sha256 hashed as they arrived; mismatch:
+        :class:`ObjectCorrupt`, and the file is removed), then the file itself becomes
+        the blob. None (file removed) when a version as new is already held."""
+        meta = self._replica_checks(v)
+        held = self.index.version(v.bucket, v.key)
+        if held is not None and held["hlc"] >= v.hlc:
+            staged.discard()
+            return None
+        try:
+            self._etag_check(v)(staged.written())
+            staged.finish()
+        except BaseException:
+            staged.discard()
+            raise
+        blob_id = _replica_blob_id()
+        self.backend.adopt(blob_id, staged.path, staged.chunks, staged.written())
+        return PreparedReplica(v, self._replica_row(v, meta, blob_id))
 
     def commit_replicas(self, prepared: Sequence[PreparedReplica]) -> list[bool]:
         """The second half, for many replicas at once (a group commit): their blobs
@@ -567,6 +596,12 @@ class ObjectStore:
                 "SELECT * FROM versions WHERE corrupt = 1 ORDER BY bucket, key"
             )
         ]
+
+
+def _replica_blob_id() -> str:
+    """A new blob id whose first two digits (the files backend's directory) change once
+    a minute: replicas committed together mostly share a directory (one fsync)."""
+    return f"{int(time.time()) // 60 % 256:02x}{uuid.uuid4().hex[2:]}"
 
 
 def _md5_header(value: str | None) -> bytes | None:

@@ -26,10 +26,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from edged.objects.replica_file import ReplicaFile
 from edged.replication import protocol as p
 from edged.replication.group_commit import GroupCommit
 from edged.replication.store_api import (
@@ -45,6 +45,7 @@ from edged.replication.store_api import (
     checksum_refusal,
     good_version,
     make_version,
+    prepare_file_or_repair,
     prepare_or_repair,
     wants,
 )
@@ -90,36 +91,17 @@ class Incoming:
         self.path = path
         self.queue: asyncio.Queue[p.Msg | None] = asyncio.Queue(QUEUE_DEPTH)
         self.cut = False
-        self.received = 0
-        self.fh: Any = None
+        self.file: ReplicaFile | None = None
         self.task: asyncio.Task[None] | None = None
 
+    @property
+    def received(self) -> int:
+        return self.file.size if self.file is not None else 0
+
     def open_staging(self) -> int:
-        """Open the staging file; the offset to resume from (a partial copy's size)."""
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size > self.version.size:
-            size = 0
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self.fh = os.fdopen(fd, "r+b")
-        self.fh.truncate(size)
-        self.fh.seek(size)
-        self.received = size
-        return size
-
-    def write(self, parts: list[bytes | memoryview]) -> None:
-        for part in parts:
-            self.fh.write(part)
-        self.received += sum(len(part) for part in parts)
-
-    def staged_chunks(self, length: int) -> Iterator[bytes]:
-        """The first ``length`` staged bytes (a resumed transfer's prefix)."""
-        if not length:
-            return
-        self.fh.flush()
-        with open(self.path, "rb") as f:
-            while length > 0 and (chunk := f.read(min(READ_CHUNK, length))):
-                length -= len(chunk)
-                yield chunk
+        """Open (or resume) the staging file; the offset to resume from."""
+        self.file = ReplicaFile(self.path, self.version.size)
+        return self.file.size
 
     def cut_off(self) -> None:
         """End this transfer: the thread feeding the store gets no more chunks."""
@@ -129,9 +111,8 @@ class Incoming:
         self.queue.put_nowait(None)
 
     def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
+        if self.file is not None:
+            self.file.close()
 
     def discard(self) -> None:
         self.close()
@@ -368,13 +349,13 @@ class Receiver:
         v = s.version
         if v.deleted or s.offer.data is not None:
             body = [] if v.deleted else [bytes(s.offer.data)]
-            return await self._write(s, iter(body))
+            return await self._write(s, prepare_or_repair, self.store, v, body)
         staged = await asyncio.to_thread(s.open_staging)
         if staged:
             self.counters["resumed"] += 1
         await self._send(s.routing, p.WANT, s.tid, offset=staged)
         try:
-            prepared = await self._write(s, self._streamed(s, staged, asyncio.get_running_loop()))
+            prepared = await self._write(s, self._received, s, asyncio.get_running_loop())
         except TransferCut:
             self.counters["transfers_cut"] += 1
             await asyncio.to_thread(s.close)  # the staged prefix stays for a resume
@@ -382,18 +363,17 @@ class Receiver:
         await asyncio.to_thread(s.discard)  # unlinking a large file takes a while
         return prepared
 
-    def _streamed(
-        self, s: Incoming, staged: int, loop: asyncio.AbstractEventLoop
-    ) -> Iterator[bytes | memoryview]:
-        """The version's bytes for the store's writer thread: the staged prefix, then each
-        chunk as it arrives, teed into the staging file so a cut transfer can resume."""
-        yield from s.staged_chunks(staged)
-        while s.received < s.version.size:
+    def _received(self, s: Incoming, loop: asyncio.AbstractEventLoop) -> Any:
+        """In a writer thread: each chunk appended to the staging file as it arrives (and
+        hashed: the one pass over the bytes), then the complete file handed to the
+        store, which checks it against the etag and makes it the blob."""
+        assert s.file is not None
+        while s.file.size < s.version.size:
             data = asyncio.run_coroutine_threadsafe(self._next_chunk(s), loop).result()
             if data is None:
                 raise TransferCut(f"transfer {s.tid} ended at {s.received}")
-            s.write([data])
-            yield data
+            s.file.append(data)
+        return prepare_file_or_repair(self.store, s.version, s.file)
 
     async def _next_chunk(self, s: Incoming) -> bytes | memoryview | None:
         """The next in-order chunk; None when the transfer went idle or was replaced."""
@@ -415,11 +395,10 @@ class Receiver:
             self.counters["chunks"] += 1
             return data
 
-    async def _write(self, s: Incoming, chunks: Iterator[bytes]) -> Any:
+    async def _write(self, s: Incoming, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a writer thread; REFUSED when the bytes do not match the etag."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.writer_pool, prepare_or_repair, self.store, s.version, chunks
-            )
+            return await asyncio.get_running_loop().run_in_executor(self.writer_pool, fn, *args)
         except Exception as exc:
             if not checksum_refusal(exc):
                 raise

@@ -23,6 +23,8 @@ class ReplicaStore(Protocol):
 
     def prepare_replica(self, v: Any, chunks: Iterable[bytes]) -> Any: ...
 
+    def prepare_replica_file(self, v: Any, staged: Any) -> Any: ...
+
     def commit_replicas(self, prepared: Any) -> list[bool]: ...
 
     def scrub(self, limit: int | None = None) -> list[tuple[str, str]]: ...
@@ -89,6 +91,17 @@ def prepare_or_repair(store: ReplicaStore, v: Any, chunks: Iterable[bytes]) -> A
         store.repair(v.bucket, v.key, v, chunks)
         return REPAIRED
     return store.prepare_replica(v, chunks)
+
+
+def prepare_file_or_repair(store: ReplicaStore, v: Any, staged: Any) -> Any:
+    """:func:`prepare_or_repair` for bytes received into a ``ReplicaFile`` (complete)."""
+    row = held(store, v.bucket, v.key)
+    if row is not None and row["hlc"] == v.hlc and row["corrupt"] and not v.deleted:
+        staged.finish()
+        store.repair(v.bucket, v.key, v, staged.chunks())
+        staged.discard()
+        return REPAIRED
+    return store.prepare_replica_file(v, staged)
 
 
 def apply_or_repair(store: ReplicaStore, v: Any, chunks: Iterable[bytes]) -> bool:

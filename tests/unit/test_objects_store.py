@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -488,4 +489,61 @@ def test_a_crash_between_blob_and_commit_leaves_no_visible_object(tmp_path: Path
     assert len(list(s.backend.blob_ids())) == 1
     assert s.apply_replica(v, [b"bytes"])  # offered again, it is taken
     assert read(s, "photos", "k") == b"bytes"
+    s.close()
+
+
+def staged_file(tmp_path: Path, data: bytes, cut_at: int | None = None):  # type: ignore[no-untyped-def]
+    """A ReplicaFile holding ``data`` (reopened after ``cut_at`` bytes: a resumed transfer)."""
+    from edged.objects.replica_file import ReplicaFile
+
+    path = tmp_path / "staged.part"
+    f = ReplicaFile(path, len(data))
+    if cut_at is not None:
+        f.append(data[:cut_at])
+        f.close()
+        f = ReplicaFile(path, len(data))
+        assert f.size == cut_at  # resumes after the staged prefix
+    f.append(data[f.size :])
+    return f
+
+
+def test_a_received_file_becomes_the_blob(store: ObjectStore, b: str, tmp_path: Path) -> None:
+    staged = staged_file(tmp_path, BIG, cut_at=100_000)
+    prepared = store.prepare_replica_file(version("k", BIG, stamp(1000)), staged)
+    assert prepared is not None and not staged.path.exists()
+    assert store.list(b)[0] == []  # not visible before the commit
+    assert store.commit_replicas([prepared]) == [True]
+    assert read(store, b, "k") == BIG
+    # An older version arriving as a file is dropped with its file.
+    older = staged_file(tmp_path, b"old")
+    assert store.prepare_replica_file(version("k", b"old", stamp(500)), older) is None
+    assert not older.path.exists()
+
+
+def test_a_received_file_not_matching_the_etag_leaves_nothing(
+    store: ObjectStore, b: str, tmp_path: Path
+) -> None:
+    staged = staged_file(tmp_path, BIG)
+    with pytest.raises(ObjectCorrupt):
+        store.prepare_replica_file(version("k", BIG[:-1] + b"?", stamp(1000)), staged)
+    assert not staged.path.exists()
+    nothing_kept(store, tmp_path)
+
+
+def test_a_file_staged_on_another_filesystem_is_copied(tmp_path: Path) -> None:
+    from edged.objects.backend_files import FileBackend
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        from tests.host import skip
+
+        skip("needs /dev/shm on a filesystem other than the test's tmp dir")
+    s = ObjectStore(Index(tmp_path / "i.db"), FileBackend(tmp_path / "b"), HybridClock("c"))
+    s.create_bucket("p1", "photos", {})
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        staged = staged_file(Path(other), BIG)
+        prepared = s.prepare_replica_file(version("k", BIG, stamp(1000)), staged)
+        assert prepared is not None and not staged.path.exists()
+    assert s.commit_replicas([prepared]) == [True]
+    assert read(s, "photos", "k") == BIG
     s.close()

@@ -281,12 +281,18 @@ async def test_acks_wait_for_the_group_commit(pair: Pair) -> None:
     for key in keys[:-1]:
         pair.src.put("bkt1", key, [key.encode() * 10])  # inline
     pair.src.put("bkt1", keys[-1], [os.urandom(200 * 1024)])  # streamed in chunks
-    real_prepare, real_commit = pair.dst.prepare_replica, pair.dst.commit_replicas
+    real_commit = pair.dst.commit_replicas
+    real_prepare, real_prepare_file = pair.dst.prepare_replica, pair.dst.prepare_replica_file
     prepared, release = threading.Semaphore(0), threading.Event()
     seen: dict[str, object] = {}
 
     def prepare(v, chunks):  # type: ignore[no-untyped-def]
         out = real_prepare(v, chunks)
+        prepared.release()
+        return out
+
+    def prepare_file(v, staged):  # type: ignore[no-untyped-def]
+        out = real_prepare_file(v, staged)
         prepared.release()
         return out
 
@@ -298,6 +304,7 @@ async def test_acks_wait_for_the_group_commit(pair: Pair) -> None:
         return real_commit(batch)
 
     pair.dst.prepare_replica = prepare  # type: ignore[method-assign]
+    pair.dst.prepare_replica_file = prepare_file  # type: ignore[method-assign]
     pair.dst.commit_replicas = commit  # type: ignore[method-assign]
 
     async def hold_until_all_written() -> None:
