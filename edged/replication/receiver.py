@@ -7,14 +7,18 @@ the peers its desired document names).
 
 Per offered version the receiver decides (off the event loop) whether it
 needs the bytes: a local version with the same or a newer HLC means
-``ack{applied: false}``; a tombstone or a small object sent inline is applied
-at once; otherwise it answers ``want{offset}``, where ``offset`` is the size
-of a partial copy staged by an earlier, interrupted transfer of the same
-version (a resume), or 0. Chunks are appended to the staging file in order;
-on ``done`` the staged bytes go through ``store.apply_replica``, which hashes
-them once and refuses them unless they match the offered etag (sha256): a
-mismatch is answered ``nack{reason: "checksum"}`` and the staging file is
-removed. ``fetch`` (repair) streams this store's copy of an object back.
+``ack{applied: false}``; a tombstone or a small object sent inline is
+written at once; otherwise, once a writer thread is free for it, it answers
+``want{offset}``, where ``offset`` is the size of a partial copy staged by an
+earlier, interrupted transfer of the same version (a resume), or 0. Chunks
+are appended in order to the staging file (a ``ReplicaFile``, hashed as they
+arrive: the one pass over the bytes); complete, the file goes to
+``store.prepare_replica_file``, which refuses it unless size and sha256 match
+the offer (``nack{reason: "checksum"}``, file removed) and otherwise makes the
+file itself the blob. Prepared versions are committed in groups
+(:class:`~edged.replication.group_commit.GroupCommit`: one index transaction
+for whatever was prepared meanwhile) and each is acked only after its group
+committed. ``fetch`` (repair) streams this store's copy of an object back.
 
 Nothing a peer sends stops the loop: bad frames are dropped and counted by
 reason (``drops``), a store error becomes a ``nack``.
