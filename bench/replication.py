@@ -13,11 +13,13 @@ Prints::
   (CURVE ROUTER with a ZAP handler) running in a separate process (spawned,
   like central) over its own ObjectStore; from the first look at the changes
   until every object is acknowledged and the cursor is at the end. The
-  receiver's store hashes each object once (etag check) and fsyncs each blob
-  and its index transaction, as a PUT does. Checked afterwards: every object at
-  the receiver with the same etag.
+  receiver hashes each object once (etag check), fsyncs each blob, and commits
+  what arrived together in one group (directory fsync + index transaction)
+  before acking it. Checked afterwards: every object at the receiver with the
+  same etag.
 * **raw_seconds**: the same blobs copied file by file into a fresh directory
-  (``shutil.copyfileobj`` into a new file, ``fsync`` of each file), in the same run.
+  (``shutil.copyfileobj`` into a new file, ``fsync`` of each file), in the same run,
+  before the replication.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def main() -> int:
         want = {r["key"]: r["etag"] for r in rows}
         if result["etags"] != want:
             raise SystemExit("the receiver does not hold exactly the source's objects")
-        print(f"receiver: {result['stats']}", flush=True)
+        print(f"receiver: {result['stats']}", flush=True)  # incl. commit_batches
         store.close()
     mb = total / 2**20
     print(

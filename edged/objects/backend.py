@@ -7,6 +7,10 @@ A blob is the bytes of one object version, named by an id the store chooses
   complete: if the chunks raise, ``check`` raises, or the backend fails, no
   trace of the blob is visible (``exists`` is false, ``blob_ids`` omits it).
 - ``read`` yields the bytes of ``[offset, offset + length)`` in chunks.
+- ``write(..., durable=False)`` may leave the blob's *name* not yet durable
+  (the files backend skips the directory fsync); ``sync(blob_ids)`` then makes
+  many such blobs durable at once (a group commit: one directory fsync per
+  directory, not per blob). A blob must be synced before anything refers to it.
 - ``delete`` succeeds when the blob is already gone.
 - Backend failures (disk, cluster) raise :class:`BackendUnavailable` with a
   message saying which.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from edged.objects.errors import BackendUnavailable
@@ -42,8 +47,27 @@ Check = Callable[[Written], None]
 class BlobBackend(Protocol):
     name: str
 
-    def write(self, blob_id: str, chunks: Iterable[bytes], check: Check | None = None) -> Written:
-        """Store the chunks as ``blob_id``; visible only complete and after ``check``."""
+    def write(
+        self,
+        blob_id: str,
+        chunks: Iterable[bytes],
+        check: Check | None = None,
+        durable: bool = True,
+    ) -> Written:
+        """Store the chunks as ``blob_id``; visible only complete and after ``check``.
+        With ``durable=False`` the blob survives a crash only after :meth:`sync`."""
+        ...
+
+    def adopt(
+        self, blob_id: str, path: Path, chunks: Callable[[], Iterable[bytes]], written: Written
+    ) -> None:
+        """Make the complete, fsynced, already checked file ``path`` the blob ``blob_id``
+        (``written`` is its size and sha256; ``chunks`` reads it back for a backend that
+        copies), not yet durably named (:meth:`sync`). ``path`` is gone afterwards."""
+        ...
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """Make blobs written with ``durable=False`` survive a crash."""
         ...
 
     def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:

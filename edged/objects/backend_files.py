@@ -1,18 +1,20 @@
 """Blobs as files: ``<root>/<id[:2]>/<id>``, written to a temp file, fsynced, renamed.
 
 A blob appears by ``rename`` of a complete, fsynced temp file in the same
-directory, and the directory is fsynced after: a crash leaves either no blob
-or the whole blob, plus perhaps a ``.tmp-*`` file that ``sweep_temp`` removes.
+directory, and the directory is fsynced after (at once, or for many blobs in
+one ``sync``): a crash leaves either no blob or the whole blob, plus perhaps a
+``.tmp-*`` file that ``sweep_temp`` removes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from edged.objects.backend import READ_CHUNK, BackendUnavailable, Check, Written
@@ -26,6 +28,14 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _same_as(want: Written) -> Check:
+    def check(written: Written) -> None:
+        if written != want:
+            raise BackendUnavailable(f"staged file changed while copied: {written} != {want}")
+
+    return check
 
 
 class FileBackend:
@@ -55,7 +65,13 @@ class FileBackend:
                 removed += 1
         return removed
 
-    def write(self, blob_id: str, chunks: Iterable[bytes], check: Check | None = None) -> Written:
+    def write(
+        self,
+        blob_id: str,
+        chunks: Iterable[bytes],
+        check: Check | None = None,
+        durable: bool = True,
+    ) -> Written:
         final = self.path(blob_id)
         try:
             final.parent.mkdir(exist_ok=True)
@@ -77,7 +93,8 @@ class FileBackend:
             if check is not None:
                 check(written)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            if durable:
+                _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise BackendUnavailable(f"writing blob {blob_id} under {self.root}: {exc}") from exc
@@ -85,6 +102,30 @@ class FileBackend:
             tmp.unlink(missing_ok=True)
             raise
         return written
+
+    def adopt(
+        self, blob_id: str, path: Path, chunks: Callable[[], Iterable[bytes]], written: Written
+    ) -> None:
+        """Rename the staged file into place (same filesystem: no copy), else copy it."""
+        final = self.path(blob_id)
+        try:
+            final.parent.mkdir(exist_ok=True)
+            os.rename(path, final)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                why = f"adopting blob {blob_id} under {self.root}: {exc}"
+                raise BackendUnavailable(why) from exc
+            self.write(blob_id, chunks(), _same_as(written), durable=False)
+            path.unlink(missing_ok=True)
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """fsync each directory holding one of ``blob_ids`` once (their renames)."""
+        dirs = {self.path(b).parent for b in blob_ids}
+        try:
+            for d in sorted(dirs):
+                _fsync_dir(d)
+        except OSError as exc:
+            raise BackendUnavailable(f"syncing blob directories under {self.root}: {exc}") from exc
 
     def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         try:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,14 @@ class RadosBackend:
 
     # -- the interface -----------------------------------------------------------------
 
-    def write(self, blob_id: str, chunks: Iterable[bytes], check: Check | None = None) -> Written:
+    def write(
+        self,
+        blob_id: str,
+        chunks: Iterable[bytes],
+        check: Check | None = None,
+        durable: bool = True,
+    ) -> Written:
+        """A RADOS write returns once the cluster has it durably: ``durable`` changes nothing."""
         rados = self._rados()
         io = self.ioctx()
         digest = hashlib.sha256()
@@ -170,6 +177,21 @@ class RadosBackend:
             self._remove_pieces(blob_id, range(pieces + 1))
             raise
         return written
+
+    def adopt(
+        self, blob_id: str, path: Path, chunks: Callable[[], Iterable[bytes]], written: Written
+    ) -> None:
+        """Copy the staged file into pieces and a head (checked again on the way)."""
+
+        def check(got: Written) -> None:
+            if got != written:
+                raise BackendUnavailable(f"staged file changed while copied: {got} != {written}")
+
+        self.write(blob_id, chunks(), check)
+        path.unlink(missing_ok=True)
+
+    def sync(self, blob_ids: Iterable[str]) -> None:
+        """Nothing to do: every write was durable when it returned."""
 
     def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         head = self._head(blob_id)

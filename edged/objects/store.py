@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from edged.objects.backend import BlobBackend, Written
 from edged.objects.errors import ObjectCorrupt, ObjectError
 from edged.objects.hlc import HybridClock, parse
 from edged.objects.index import Index
+from edged.objects.replica_file import ReplicaFile
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ class ObjectVersion:
     meta: dict[str, str]
     deleted: bool
     seq: int
+
+
+@dataclass(frozen=True)
+class PreparedReplica:
+    """A replica's version whose blob is written but not yet committed (see
+    :meth:`ObjectStore.prepare_replica`); ``row`` is its index row."""
+
+    version: ObjectVersion
+    row: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -414,37 +424,103 @@ class ObjectStore:
 
         Bytes are checked against ``v.etag`` and ``v.size`` (mismatch:
         :class:`ObjectCorrupt`, nothing kept). Returns whether anything changed.
+        :meth:`prepare_replica` then :meth:`commit_replicas` of that one version.
         """
+        prepared = self.prepare_replica(v, chunks)
+        return prepared is not None and self.commit_replicas([prepared])[0]
+
+    def prepare_replica(self, v: ObjectVersion, chunks: Iterable[bytes]) -> PreparedReplica | None:
+        """The first half of applying a replica: checks, and the blob written and
+        etag-checked but not yet durably named nor referenced by the index, so
+        not visible. None when a version as new is already held (nothing to do).
+        Hand the result to :meth:`commit_replicas`, alone or with others; until
+        then a crash leaves at most an unreferenced blob."""
+        meta = self._replica_checks(v)
+        held = self.index.version(v.bucket, v.key)
+        if held is not None and held["hlc"] >= v.hlc:
+            return None
+        if v.deleted:
+            return PreparedReplica(v, self._tombstone(v.bucket, v.key, v.hlc))
+        blob_id = _replica_blob_id()
+        self.backend.write(blob_id, chunks, self._etag_check(v), durable=False)
+        return PreparedReplica(v, self._replica_row(v, meta, blob_id))
+
+    def _replica_checks(self, v: ObjectVersion) -> dict[str, str]:
+        """A replica's names and stamp checked (ValueError, ObjectError); its metadata."""
         parse(v.hlc)
         self.bucket(v.bucket)
         names.object_key(v.key)
         meta = names.metadata(v.meta)
         self.clock.observe(v.hlc)
+        return meta
+
+    @staticmethod
+    def _replica_row(v: ObjectVersion, meta: dict[str, str], blob_id: str) -> dict[str, Any]:
+        return {
+            "bucket": v.bucket,
+            "key": v.key,
+            "hlc": v.hlc,
+            "etag": v.etag,
+            "size": v.size,
+            "meta": meta,
+            "deleted": 0,
+            "blob_id": blob_id,
+        }
+
+    def prepare_replica_file(self, v: ObjectVersion, staged: ReplicaFile) -> PreparedReplica | None:
+        """:meth:`prepare_replica` for bytes received into ``staged`` (complete): checked
+        against ``v`` (size and the sha256 hashed as they arrived; mismatch:
+        :class:`ObjectCorrupt`, and the file is removed), then the file itself becomes
+        the blob. None (file removed) when a version as new is already held."""
+        meta = self._replica_checks(v)
         held = self.index.version(v.bucket, v.key)
         if held is not None and held["hlc"] >= v.hlc:
-            return False
-        if v.deleted:
-            row = self._tombstone(v.bucket, v.key, v.hlc)
-        else:
-            blob_id = uuid.uuid4().hex
-            self.backend.write(blob_id, chunks, self._etag_check(v))
-            row = {
-                "bucket": v.bucket,
-                "key": v.key,
-                "hlc": v.hlc,
-                "etag": v.etag,
-                "size": v.size,
-                "meta": meta,
-                "deleted": 0,
-                "blob_id": blob_id,
-            }
+            staged.discard()
+            return None
         try:
-            self._commit(row, replaced_check=v.hlc)
-        except ObjectError as exc:
-            if exc.status == 409:  # a newer version won the race: nothing changed
-                return False
+            self._etag_check(v)(staged.written())
+            staged.finish()
+        except BaseException:
+            staged.discard()
             raise
-        return True
+        blob_id = _replica_blob_id()
+        self.backend.adopt(blob_id, staged.path, staged.chunks, staged.written())
+        return PreparedReplica(v, self._replica_row(v, meta, blob_id))
+
+    def commit_replicas(self, prepared: Sequence[PreparedReplica]) -> list[bool]:
+        """The second half, for many replicas at once (a group commit): their blobs
+        made durable (one directory fsync per directory), then one index
+        transaction writing each version that is still newer than what is held
+        (last writer wins, in order). Returns, per replica, whether it changed
+        anything; a replica that lost has its blob removed. When this raises,
+        nothing of the batch is visible and its blobs are removed."""
+        blobs = [p.row["blob_id"] for p in prepared if p.row["blob_id"]]
+        changed: list[bool] = []
+        drop: list[str] = []
+        try:
+            self.backend.sync(blobs)  # bytes first: the index never names a lost blob
+            with self.index.transaction() as conn:
+                for p in prepared:
+                    cur = conn.execute(
+                        "SELECT hlc, blob_id FROM versions WHERE bucket = ? AND key = ?",
+                        (p.row["bucket"], p.row["key"]),
+                    ).fetchone()
+                    if cur is not None and cur[0] >= p.row["hlc"]:
+                        changed.append(False)  # a newer version won the race
+                        if p.row["blob_id"]:
+                            drop.append(p.row["blob_id"])
+                        continue
+                    if cur is not None and cur[1]:
+                        drop.append(cur[1])
+                    self.index.put_version(conn, p.row)
+                    changed.append(True)
+        except BaseException:
+            for blob_id in blobs:
+                self._drop_blob(blob_id)
+            raise
+        for blob_id in drop:
+            self._drop_blob(blob_id)
+        return changed
 
     @staticmethod
     def _etag_check(v: ObjectVersion) -> Any:
@@ -520,6 +596,12 @@ class ObjectStore:
                 "SELECT * FROM versions WHERE corrupt = 1 ORDER BY bucket, key"
             )
         ]
+
+
+def _replica_blob_id() -> str:
+    """A new blob id whose first two digits (the files backend's directory) change once
+    a minute: replicas committed together mostly share a directory (one fsync)."""
+    return f"{int(time.time()) // 60 % 256:02x}{uuid.uuid4().hex[2:]}"
 
 
 def _md5_header(value: str | None) -> bytes | None:

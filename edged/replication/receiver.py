@@ -7,14 +7,18 @@ the peers its desired document names).
 
 Per offered version the receiver decides (off the event loop) whether it
 needs the bytes: a local version with the same or a newer HLC means
-``ack{applied: false}``; a tombstone or a small object sent inline is applied
-at once; otherwise it answers ``want{offset}``, where ``offset`` is the size
-of a partial copy staged by an earlier, interrupted transfer of the same
-version (a resume), or 0. Chunks are appended to the staging file in order;
-on ``done`` the staged bytes go through ``store.apply_replica``, which hashes
-them once and refuses them unless they match the offered etag (sha256): a
-mismatch is answered ``nack{reason: "checksum"}`` and the staging file is
-removed. ``fetch`` (repair) streams this store's copy of an object back.
+``ack{applied: false}``; a tombstone or a small object sent inline is
+written at once; otherwise, once a writer thread is free for it, it answers
+``want{offset}``, where ``offset`` is the size of a partial copy staged by an
+earlier, interrupted transfer of the same version (a resume), or 0. Chunks
+are appended in order to the staging file (a ``ReplicaFile``, hashed as they
+arrive: the one pass over the bytes); complete, the file goes to
+``store.prepare_replica_file``, which refuses it unless size and sha256 match
+the offer (``nack{reason: "checksum"}``, file removed) and otherwise makes the
+file itself the blob. Prepared versions are committed in groups
+(:class:`~edged.replication.group_commit.GroupCommit`: one index transaction
+for whatever was prepared meanwhile) and each is acked only after its group
+committed. ``fetch`` (repair) streams this store's copy of an object back.
 
 Nothing a peer sends stops the loop: bad frames are dropped and counted by
 reason (``drops``), a store error becomes a ``nack``.
@@ -26,23 +30,27 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from edged.objects.replica_file import ReplicaFile
 from edged.replication import protocol as p
+from edged.replication.group_commit import GroupCommit
 from edged.replication.store_api import (
+    REPAIRED,
     ReplicaStore,
-    apply_or_repair,
     checksum_refusal,
     good_version,
     make_version,
+    prepare_file_or_repair,
+    prepare_or_repair,
     wants,
 )
 from edged.wire import FrameError
@@ -53,6 +61,7 @@ HANDSHAKE_IVL_MS = 10_000
 SESSION_IDLE_S = 120.0  # a transfer silent this long is forgotten (its staged bytes stay)
 STAGING_MAX_AGE_S = 24 * 3600.0  # staged partial copies older than this are removed
 QUEUE_DEPTH = 16
+WRITERS = 8  # versions written into the store at once (each holds a thread while streaming)
 READ_CHUNK = 1024 * 1024
 
 # (site, bucket) -> may this site replicate into this bucket here?
@@ -64,6 +73,10 @@ PeerSite = Callable[[str], "str | None"]
 def staging_name(site: str, bucket: str, key: str, hlc: str) -> str:
     text = "\0".join((site, bucket, key, hlc)).encode()
     return hashlib.sha256(text).hexdigest() + ".part"
+
+
+CUT = "cut"  # _prepare: the transfer stopped before its last byte
+REFUSED = "refused"  # _prepare: the bytes do not hash to the offered etag
 
 
 class TransferCut(Exception):
@@ -82,36 +95,17 @@ class Incoming:
         self.path = path
         self.queue: asyncio.Queue[p.Msg | None] = asyncio.Queue(QUEUE_DEPTH)
         self.cut = False
-        self.received = 0
-        self.fh: Any = None
+        self.file: ReplicaFile | None = None
         self.task: asyncio.Task[None] | None = None
 
+    @property
+    def received(self) -> int:
+        return self.file.size if self.file is not None else 0
+
     def open_staging(self) -> int:
-        """Open the staging file; the offset to resume from (a partial copy's size)."""
-        size = self.path.stat().st_size if self.path.exists() else 0
-        if size > self.version.size:
-            size = 0
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        self.fh = os.fdopen(fd, "r+b")
-        self.fh.truncate(size)
-        self.fh.seek(size)
-        self.received = size
-        return size
-
-    def write(self, parts: list[bytes | memoryview]) -> None:
-        for part in parts:
-            self.fh.write(part)
-        self.received += sum(len(part) for part in parts)
-
-    def staged_chunks(self, length: int) -> Iterator[bytes]:
-        """The first ``length`` staged bytes (a resumed transfer's prefix)."""
-        if not length:
-            return
-        self.fh.flush()
-        with open(self.path, "rb") as f:
-            while length > 0 and (chunk := f.read(min(READ_CHUNK, length))):
-                length -= len(chunk)
-                yield chunk
+        """Open (or resume) the staging file; the offset to resume from."""
+        self.file = ReplicaFile(self.path, self.version.size)
+        return self.file.size
 
     def cut_off(self) -> None:
         """End this transfer: the thread feeding the store gets no more chunks."""
@@ -121,9 +115,8 @@ class Incoming:
         self.queue.put_nowait(None)
 
     def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
+        if self.file is not None:
+            self.file.close()
 
     def discard(self) -> None:
         self.close()
@@ -140,6 +133,7 @@ class Receiver:
         peer_site: PeerSite,
         authorize: Authorize | None = None,
         name: str = "receiver",
+        writers: int = WRITERS,
     ) -> None:
         self.store = store
         self.staging_dir = staging_dir
@@ -153,6 +147,13 @@ class Receiver:
         self.drops: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self.group = GroupCommit(store)
+        # Writers have their own threads, and a session asks for bytes (``want``) only
+        # once it holds one: chunks then always have a thread draining them, so the
+        # receive loop, which blocks on a full session queue, cannot wait on a session
+        # that waits for a thread (nor starve the index look-ups and commits).
+        self.writer_slots = asyncio.Semaphore(writers)
+        self.writer_pool = ThreadPoolExecutor(writers, thread_name_prefix=f"{name}-writer")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,6 +193,8 @@ class Receiver:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.group.stop()
+        self.writer_pool.shutdown(wait=False, cancel_futures=True)
         for s in list(self.sessions.values()):
             s.close()
         self.sessions.clear()
@@ -206,6 +209,8 @@ class Receiver:
             "dropped": dict(self.drops),
             "dropped_total": sum(self.drops.values()),
             "transfers_open": len(self.sessions),
+            "commit_batches": self.group.batches,
+            "committed": self.group.committed,
         }
 
     def _sweep_staging(self) -> None:
@@ -335,34 +340,44 @@ class Receiver:
             self.counters["skipped_have"] += 1
             await self._send(s.routing, p.ACK, s.tid, applied=False)
             return
+        async with self.writer_slots:  # released once the blob is written, not committed
+            if s.cut:
+                return
+            prepared = await self._prepare(s)
+        if prepared is not CUT:
+            await self._commit(s, prepared)
+
+    async def _prepare(self, s: Incoming) -> Any:
+        """The version's blob written and checked (``prepare_or_repair``): what to commit,
+        REFUSED when the bytes did not match, CUT when the transfer stopped first."""
+        v = s.version
         if v.deleted or s.offer.data is not None:
             body = [] if v.deleted else [bytes(s.offer.data)]
-            await self._apply(s, iter(body))
-            return
+            return await self._write(s, prepare_or_repair, self.store, v, body)
         staged = await asyncio.to_thread(s.open_staging)
         if staged:
             self.counters["resumed"] += 1
         await self._send(s.routing, p.WANT, s.tid, offset=staged)
         try:
-            await self._apply(s, self._streamed(s, staged, asyncio.get_running_loop()))
+            prepared = await self._write(s, self._received, s, asyncio.get_running_loop())
         except TransferCut:
             self.counters["transfers_cut"] += 1
             await asyncio.to_thread(s.close)  # the staged prefix stays for a resume
-            return
-        s.discard()
+            return CUT
+        await asyncio.to_thread(s.discard)  # unlinking a large file takes a while
+        return prepared
 
-    def _streamed(
-        self, s: Incoming, staged: int, loop: asyncio.AbstractEventLoop
-    ) -> Iterator[bytes | memoryview]:
-        """The version's bytes for the store's writer thread: the staged prefix, then each
-        chunk as it arrives, teed into the staging file so a cut transfer can resume."""
-        yield from s.staged_chunks(staged)
-        while s.received < s.version.size:
+    def _received(self, s: Incoming, loop: asyncio.AbstractEventLoop) -> Any:
+        """In a writer thread: each chunk appended to the staging file as it arrives (and
+        hashed: the one pass over the bytes), then the complete file handed to the
+        store, which checks it against the etag and makes it the blob."""
+        assert s.file is not None
+        while s.file.size < s.version.size:
             data = asyncio.run_coroutine_threadsafe(self._next_chunk(s), loop).result()
             if data is None:
                 raise TransferCut(f"transfer {s.tid} ended at {s.received}")
-            s.write([data])
-            yield data
+            s.file.append(data)
+        return prepare_file_or_repair(self.store, s.version, s.file)
 
     async def _next_chunk(self, s: Incoming) -> bytes | memoryview | None:
         """The next in-order chunk; None when the transfer went idle or was replaced."""
@@ -384,12 +399,18 @@ class Receiver:
             self.counters["chunks"] += 1
             return data
 
-    async def _apply(self, s: Incoming, chunks: Iterator[bytes]) -> None:
+    async def _write(self, s: Incoming, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a writer thread; REFUSED when the bytes do not match the etag."""
         try:
-            applied = await asyncio.to_thread(apply_or_repair, self.store, s.version, chunks)
+            return await asyncio.get_running_loop().run_in_executor(self.writer_pool, fn, *args)
         except Exception as exc:
             if not checksum_refusal(exc):
                 raise
+        return REFUSED
+
+    async def _commit(self, s: Incoming, prepared: Any) -> None:
+        """Ack once the version is durable and committed (its group commit), or nack."""
+        if prepared is REFUSED:
             self.counters["checksum_refused"] += 1
             log.warning(
                 "%s: %s/%s from %s does not match its etag",
@@ -398,9 +419,15 @@ class Receiver:
                 s.version.key,
                 s.site,
             )
-            s.discard()
+            await asyncio.to_thread(s.discard)
             await self._send(s.routing, p.NACK, s.tid, reason="checksum")
             return
+        if prepared is None:
+            applied = False
+        elif prepared is REPAIRED:
+            applied = True
+        else:
+            applied = await self.group.commit(prepared)
         self.counters["applied" if applied else "not_applied"] += 1
         await self._send(s.routing, p.ACK, s.tid, applied=bool(applied))
 

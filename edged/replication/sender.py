@@ -52,7 +52,10 @@ class Target:
 class Settings:
     chunk_bytes: int = 1024 * 1024
     inline_max: int = 256 * 1024  # objects up to this size travel inside the offer
-    in_flight: int = 4  # objects in transfer at once per target
+    in_flight: int = 4  # streamed objects in transfer at once per target
+    # Inline objects (one message each) in transfer at once per target, besides: enough
+    # that the receiver commits many of them in one group commit (one fsync for all).
+    inline_in_flight: int = 32
     window: int = 8  # chunks queued per connection (the DEALER's send high-water mark)
     batch: int = 256  # changes read per look
     reply_timeout_s: float = 15.0
@@ -327,9 +330,11 @@ class Sender:
         done: set[str] = set()
         errors: list[TransferError] = []
         gate = asyncio.Semaphore(self.settings.in_flight)
+        inline_gate = asyncio.Semaphore(self.settings.inline_in_flight)
 
         async def one(v: Any) -> None:
-            async with gate:
+            inline = v.deleted or v.size <= self.settings.inline_max
+            async with inline_gate if inline else gate:
                 if errors:
                     return
                 try:

@@ -21,6 +21,12 @@ class ReplicaStore(Protocol):
 
     def apply_replica(self, v: Any, chunks: Iterable[bytes]) -> bool: ...
 
+    def prepare_replica(self, v: Any, chunks: Iterable[bytes]) -> Any: ...
+
+    def prepare_replica_file(self, v: Any, staged: Any) -> Any: ...
+
+    def commit_replicas(self, prepared: Any) -> list[bool]: ...
+
     def scrub(self, limit: int | None = None) -> list[tuple[str, str]]: ...
 
     def repair(self, bucket: str, key: str, v: Any, chunks: Iterable[bytes]) -> None: ...
@@ -72,6 +78,30 @@ def checksum_refusal(exc: BaseException) -> bool:
     from edged.objects.errors import ObjectCorrupt
 
     return isinstance(exc, ObjectCorrupt)
+
+
+REPAIRED = "repaired"
+
+
+def prepare_or_repair(store: ReplicaStore, v: Any, chunks: Iterable[bytes]) -> Any:
+    """The blob of a replica written for a group commit (None: nothing to apply); the
+    same version over a corrupt local copy is repaired at once (``REPAIRED``)."""
+    row = held(store, v.bucket, v.key)
+    if row is not None and row["hlc"] == v.hlc and row["corrupt"] and not v.deleted:
+        store.repair(v.bucket, v.key, v, chunks)
+        return REPAIRED
+    return store.prepare_replica(v, chunks)
+
+
+def prepare_file_or_repair(store: ReplicaStore, v: Any, staged: Any) -> Any:
+    """:func:`prepare_or_repair` for bytes received into a ``ReplicaFile`` (complete)."""
+    row = held(store, v.bucket, v.key)
+    if row is not None and row["hlc"] == v.hlc and row["corrupt"] and not v.deleted:
+        staged.finish()
+        store.repair(v.bucket, v.key, v, staged.chunks())
+        staged.discard()
+        return REPAIRED
+    return store.prepare_replica_file(v, staged)
 
 
 def apply_or_repair(store: ReplicaStore, v: Any, chunks: Iterable[bytes]) -> bool:

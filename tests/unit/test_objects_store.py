@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -393,3 +395,155 @@ def test_overwrite_during_a_read_is_not_corruption(store: ObjectStore, b: str) -
         assert got == BIG
     assert store.corrupt() == []
     assert read(store, b, "k") == b"newer"
+
+
+# -- group commit of replicas ------------------------------------------------------------
+
+
+def test_prepared_replicas_are_invisible_until_committed_together(
+    store: ObjectStore, b: str
+) -> None:
+    store.put(b, "old", [b"replaced by the batch"])
+    items = [(f"k{i}", b"x" * i, False) for i in range(1, 6)]
+    items += [("old", b"newer", False), ("gone", b"", True)]
+    prepared = []
+    for n, (key, data, deleted) in enumerate(items):
+        v = version(key, data, stamp(2**47 + n), deleted)
+        prepared.append(store.prepare_replica(v, [data] if data else []))
+    assert all(p is not None for p in prepared)
+    # Written and checked, but in no index row: nothing of the batch is visible yet.
+    assert [o.key for o in store.list(b)[0]] == ["old"]
+    assert read(store, b, "old") == b"replaced by the batch"
+    assert store.index.version(b, "gone") is None
+    assert store.commit_replicas([p for p in prepared if p is not None]) == [True] * 7
+    assert sorted(o.key for o in store.list(b)[0]) == ["k1", "k2", "k3", "k4", "k5", "old"]
+    assert read(store, b, "k3") == b"xxx" and read(store, b, "old") == b"newer"
+    assert store.index.version(b, "gone")["deleted"]
+    assert len(list(store.backend.blob_ids())) == 6  # the replaced blob is gone
+
+
+def test_a_batch_keeps_last_writer_wins_within_itself(store: ObjectStore, b: str) -> None:
+    newer = store.prepare_replica(version("k", b"newer", stamp(2000)), [b"newer"])
+    older = store.prepare_replica(version("k", b"older", stamp(1000)), [b"older"])
+    tomb = store.prepare_replica(version("k", b"", stamp(1500), deleted=True), [])
+    assert newer is not None and older is not None and tomb is not None
+    assert store.commit_replicas([newer, older, tomb]) == [True, False, False]
+    assert read(store, b, "k") == b"newer"
+    assert len(list(store.backend.blob_ids())) == 1  # the loser's blob was removed
+    assert store.prepare_replica(version("k", b"older", stamp(1000)), [b"older"]) is None
+
+
+def test_a_failed_batch_commit_leaves_nothing(
+    store: ObjectStore, b: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepared = [
+        store.prepare_replica(version(f"k{i}", b"data", stamp(1000 + i)), [b"data"])
+        for i in range(3)
+    ]
+
+    def full_disk(conn, row):  # type: ignore[no-untyped-def]
+        raise OSError("database or disk is full")
+
+    monkeypatch.setattr(store.index, "put_version", full_disk)
+    with pytest.raises(OSError):
+        store.commit_replicas([p for p in prepared if p is not None])
+    monkeypatch.undo()
+    nothing_kept(store, tmp_path)
+
+
+CRASH_AFTER_PREPARE = """
+import os, sys
+from pathlib import Path
+from edged.objects.backend_files import FileBackend
+from edged.objects.hlc import HybridClock
+from edged.objects.index import Index
+from edged.objects.store import ObjectStore, ObjectVersion
+root = Path(sys.argv[1])
+s = ObjectStore(Index(root / "index.db"), FileBackend(root / "blobs"), HybridClock("central"))
+v = ObjectVersion("photos", "k", sys.argv[2], sys.argv[3], 5, {}, False, 0)
+assert s.prepare_replica(v, [b"bytes"]) is not None
+os._exit(9)  # killed between the blob write and the index commit
+"""
+
+
+def test_a_crash_between_blob_and_commit_leaves_no_visible_object(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edged.objects.backend_files import FileBackend
+
+    s = ObjectStore(Index(tmp_path / "index.db"), FileBackend(tmp_path / "blobs"), HybridClock("c"))
+    s.create_bucket("p1", "photos", {})
+    s.close()
+    v = version("k", b"bytes", stamp(1000))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    run = [sys.executable, "-c", CRASH_AFTER_PREPARE, str(tmp_path), v.hlc, v.etag]
+    assert subprocess.run(run, env=env, check=False).returncode == 9
+    s = ObjectStore(Index(tmp_path / "index.db"), FileBackend(tmp_path / "blobs"), HybridClock("c"))
+    with pytest.raises(ObjectError) as exc:
+        s.head("photos", "k")
+    assert exc.value.status == 404
+    assert s.changes_since("photos", 0, 10) == []
+    # The written blob is an unreferenced leftover (garbage), never a partial object.
+    assert len(list(s.backend.blob_ids())) == 1
+    assert s.apply_replica(v, [b"bytes"])  # offered again, it is taken
+    assert read(s, "photos", "k") == b"bytes"
+    s.close()
+
+
+def staged_file(tmp_path: Path, data: bytes, cut_at: int | None = None):  # type: ignore[no-untyped-def]
+    """A ReplicaFile holding ``data`` (reopened after ``cut_at`` bytes: a resumed transfer)."""
+    from edged.objects.replica_file import ReplicaFile
+
+    path = tmp_path / "staged.part"
+    f = ReplicaFile(path, len(data))
+    if cut_at is not None:
+        f.append(data[:cut_at])
+        f.close()
+        f = ReplicaFile(path, len(data))
+        assert f.size == cut_at  # resumes after the staged prefix
+    f.append(data[f.size :])
+    return f
+
+
+def test_a_received_file_becomes_the_blob(store: ObjectStore, b: str, tmp_path: Path) -> None:
+    staged = staged_file(tmp_path, BIG, cut_at=100_000)
+    prepared = store.prepare_replica_file(version("k", BIG, stamp(1000)), staged)
+    assert prepared is not None and not staged.path.exists()
+    assert store.list(b)[0] == []  # not visible before the commit
+    assert store.commit_replicas([prepared]) == [True]
+    assert read(store, b, "k") == BIG
+    # An older version arriving as a file is dropped with its file.
+    older = staged_file(tmp_path, b"old")
+    assert store.prepare_replica_file(version("k", b"old", stamp(500)), older) is None
+    assert not older.path.exists()
+
+
+def test_a_received_file_not_matching_the_etag_leaves_nothing(
+    store: ObjectStore, b: str, tmp_path: Path
+) -> None:
+    staged = staged_file(tmp_path, BIG)
+    with pytest.raises(ObjectCorrupt):
+        store.prepare_replica_file(version("k", BIG[:-1] + b"?", stamp(1000)), staged)
+    assert not staged.path.exists()
+    nothing_kept(store, tmp_path)
+
+
+def test_a_file_staged_on_another_filesystem_is_copied(tmp_path: Path) -> None:
+    from edged.objects.backend_files import FileBackend
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        from tests.host import skip
+
+        skip("needs /dev/shm on a filesystem other than the test's tmp dir")
+    s = ObjectStore(Index(tmp_path / "i.db"), FileBackend(tmp_path / "b"), HybridClock("c"))
+    s.create_bucket("p1", "photos", {})
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        staged = staged_file(Path(other), BIG)
+        prepared = s.prepare_replica_file(version("k", BIG, stamp(1000)), staged)
+        assert prepared is not None and not staged.path.exists()
+    assert s.commit_replicas([prepared]) == [True]
+    assert read(s, "photos", "k") == BIG
+    s.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -271,6 +272,80 @@ async def test_lying_bytes_are_refused_and_nothing_is_kept(pair: Pair) -> None:
     assert sender.status["bkt1"].view()["last_error"].startswith("checksum")
     assert pair.cursors.get("bkt1", "central").seq == 0
     assert v.size == 5000
+
+
+async def test_acks_wait_for_the_group_commit(pair: Pair) -> None:
+    """Versions arriving together are committed together, and none is acked before
+    its batch is durable in the index (the commit is held until every blob is written)."""
+    keys = [f"k{i}" for i in range(10)]
+    for key in keys[:-1]:
+        pair.src.put("bkt1", key, [key.encode() * 10])  # inline
+    pair.src.put("bkt1", keys[-1], [os.urandom(200 * 1024)])  # streamed in chunks
+    real_commit = pair.dst.commit_replicas
+    real_prepare, real_prepare_file = pair.dst.prepare_replica, pair.dst.prepare_replica_file
+    prepared, release = threading.Semaphore(0), threading.Event()
+    seen: dict[str, object] = {}
+
+    def prepare(v, chunks):  # type: ignore[no-untyped-def]
+        out = real_prepare(v, chunks)
+        prepared.release()
+        return out
+
+    def prepare_file(v, staged):  # type: ignore[no-untyped-def]
+        out = real_prepare_file(v, staged)
+        prepared.release()
+        return out
+
+    def commit(batch):  # type: ignore[no-untyped-def]
+        if not release.is_set():
+            seen["acks_before_commit"] = pair.receiver.counters["sent_ack"]
+            seen["visible_before_commit"] = pair.dst.list("bkt1")[0]
+            release.wait(30)
+        return real_commit(batch)
+
+    pair.dst.prepare_replica = prepare  # type: ignore[method-assign]
+    pair.dst.prepare_replica_file = prepare_file  # type: ignore[method-assign]
+    pair.dst.commit_replicas = commit  # type: ignore[method-assign]
+
+    async def hold_until_all_written() -> None:
+        for _ in keys:
+            await asyncio.to_thread(prepared.acquire, True, 30)
+        release.set()
+
+    holder = asyncio.create_task(hold_until_all_written())
+    await sync(pair.sender())
+    await holder
+    assert seen == {"acks_before_commit": 0, "visible_before_commit": []}
+    assert sorted(v.key for v in pair.dst.list("bkt1")[0]) == keys
+    stats = pair.receiver.stats()
+    assert stats["committed"] == 10
+    assert stats["commit_batches"] < 10  # many versions, one transaction
+    assert pair.receiver.counters["sent_ack"] == 10
+
+
+async def test_a_failed_group_commit_is_nacked_and_leaves_nothing(pair: Pair) -> None:
+    pair.src.put("bkt1", "a", [b"one"])
+    pair.src.put("bkt1", "b", [os.urandom(100 * 1024)])
+
+    def broken(batch):  # type: ignore[no-untyped-def]
+        raise OSError("database or disk is full")
+
+    real_commit = pair.dst.commit_replicas
+    pair.dst.commit_replicas = broken  # type: ignore[method-assign]
+    sender = pair.sender()
+    sender.channel.open()
+    try:
+        with pytest.raises(Exception, match="store_error"):
+            await sender.pass_once()
+    finally:
+        await sender.channel.close()
+    assert pair.receiver.counters["sent_ack"] == 0
+    assert pair.dst.list("bkt1")[0] == []
+    assert pair.cursors.get("bkt1", "central").seq == 0
+    # Once the store works again the same versions go through.
+    pair.dst.commit_replicas = real_commit  # type: ignore[method-assign]
+    await sync(pair.sender())
+    assert sorted(v.key for v in pair.dst.list("bkt1")[0]) == ["a", "b"]
 
 
 async def test_garbage_frames_are_dropped_and_counted(pair: Pair) -> None:
