@@ -70,8 +70,11 @@ def create_app(config: CentralConfig) -> Quart:
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
     feed = ImageFeed(config.image_endpoint, config.image_path, hub)
     app.extensions["skerry.image_feed"] = feed
-    objects = buckets.install(app, config, store, hub)
+    objects = buckets.install(
+        app, config, store, hub, on_corrupt=lambda b, k: replication.on_corrupt(b, k)
+    )
     replication = CentralReplication(config, store, hub, objects)
+    app.extensions["skerry.replication"] = replication
 
     @app.before_request
     async def _request_id() -> None:

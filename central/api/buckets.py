@@ -9,6 +9,7 @@ the desired document of every listed site, in the same transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from quart import Quart, g
@@ -95,8 +96,15 @@ def open_object_store(config: CentralConfig) -> ObjectStore:
     return open_configured(NODE, config)
 
 
-def install(app: Quart, config: CentralConfig, store: Store, hub: Hub) -> ObjectStore:
-    """Open central's object store and mount the object API on ``app``."""
+def install(
+    app: Quart,
+    config: CentralConfig,
+    store: Store,
+    hub: Hub,
+    on_corrupt: Callable[[str, str], None] = lambda _bucket, _key: None,
+) -> ObjectStore:
+    """Open central's object store and mount the object API on ``app``; ``on_corrupt``
+    hears of objects a read found corrupt."""
     objects = open_object_store(config)
     app.extensions[STORE_KEY] = objects
     api = ObjectApi(
@@ -105,6 +113,7 @@ def install(app: Quart, config: CentralConfig, store: Store, hub: Hub) -> Object
         audit=_audit,
         buckets=CentralBuckets(store, hub, config.keep_generations),
         bucket_extra=lambda b: {"replication": replication_view(store, b.name, b.policy)},
+        on_corrupt=on_corrupt,
     )
     app.register_blueprint(object_blueprint(api))
     return objects

@@ -41,6 +41,11 @@ async def update_settings(data: Settings):  # type: ignore[no-untyped-def]
 @validate_response(HubStats)
 async def hub_stats():  # type: ignore[no-untyped-def]
     """Control-channel counters: messages by type, dropped frames by reason; the same
-    for the image feed."""
+    for the image feed and object replication (receiver, scrub and repair)."""
     feed = current_app.extensions.get("skerry.image_feed")
-    return {**services().hub.stats(), "image_feed": feed.stats() if feed else {}}
+    replication = current_app.extensions.get("skerry.replication")
+    return {
+        **services().hub.stats(),
+        "image_feed": feed.stats() if feed else {},
+        "replication": replication.stats() if replication else {},
+    }

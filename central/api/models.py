@@ -147,6 +147,7 @@ class HubStats(BaseModel):
     refused_total: int = 0
     public_key: str  # the hub's CURVE server public key (Z85)
     image_feed: dict[str, dict[str, int]] = {}  # the image feed's messages and dropped frames
+    replication: dict[str, Any] = {}  # object replication: receiver, scrub/repair, site links
 
 
 class ErrorBody(BaseModel):

@@ -104,6 +104,8 @@ class ObjectApi:
     buckets: BucketAdmin | None = None
     # Extra fields of a bucket's view (replication lag will go here).
     bucket_extra: Callable[[Bucket], dict[str, Any]] = lambda bucket: {}
+    # A read found (bucket, key) corrupt (central starts its repair at once).
+    on_corrupt: Callable[[str, str], None] = lambda bucket, key: None
 
 
 def _error(status: int, field: str, message: str, code: str = "") -> Any:
@@ -233,6 +235,7 @@ def object_blueprint(api: ObjectApi, name: str = "objects") -> Blueprint:
     @bp.errorhandler(ObjectCorrupt)
     async def _corrupt(exc: ObjectCorrupt):  # type: ignore[no-untyped-def]
         message = f"{exc.message} (awaiting repair from a replica)"
+        api.on_corrupt(exc.bucket, exc.key)
         return _error(503, "key", message, code="object_corrupt")
 
     @bp.errorhandler(BackendUnavailable)

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ READ_CHUNK = 1024 * 1024
 Authorize = Callable[[str, str], bool]
 # ZAP user id (the peer's Z85 public key) -> the site it is enrolled for, or None.
 PeerSite = Callable[[str], "str | None"]
+# Sees every valid message of an admitted peer first: (routing id, site, message) ->
+# whether it took it (central's fetches through a site's link: reverse_fetch.py).
+Intercept = Callable[[bytes, str, p.Msg], Awaitable[bool]]
 
 
 def staging_name(site: str, bucket: str, key: str, hlc: str) -> str:
@@ -134,8 +137,10 @@ class Receiver:
         authorize: Authorize | None = None,
         name: str = "receiver",
         writers: int = WRITERS,
+        intercept: Intercept | None = None,
     ) -> None:
         self.store = store
+        self.intercept = intercept
         self.staging_dir = staging_dir
         self.peer_site = peer_site
         self.authorize = authorize or (lambda _site, _bucket: True)
@@ -255,6 +260,8 @@ class Receiver:
             self._drop(exc.reason, exc.detail)
             return
         self.counters[f"received_{msg.type}"] += 1
+        if self.intercept is not None and await self.intercept(routing, site, msg):
+            return
         if msg.type == p.OFFER:
             await self._on_offer(routing, site, msg)
         elif msg.type == p.FETCH:

@@ -7,7 +7,9 @@ found corrupt are marked by the store itself. Each version in
 names (central, peers) and handed to ``store.repair``, which checks the bytes
 against the etag before replacing anything. A sender that saw its source
 refused as corrupt (``suspect``) wakes the repairer, which reads that object
-through ``store.get`` so the store marks it.
+through ``store.get`` so the store marks it. While some corrupt version is
+left unrepaired (no replica reachable, none with a good copy) the pass is
+retried every ``retry_s`` besides the scrubs; ``wake`` starts one at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Repairer:
         interval_s: float,
         batch: int | None = 1000,
         timeout_s: float = 15.0,
+        retry_s: float = 30.0,
     ) -> None:
         self.site = site
         self.store = store
@@ -46,6 +49,7 @@ class Repairer:
         self.interval_s = interval_s
         self.batch = batch
         self.timeout_s = timeout_s
+        self.retry_s = retry_s
         self.suspects: set[tuple[str, str]] = set()
         self.wake = asyncio.Event()
         self.counters: Counter[str] = Counter()
@@ -67,6 +71,8 @@ class Repairer:
         next_scrub = time.monotonic() + self.interval_s if self.interval_s > 0 else float("inf")
         while True:
             timeout = max(0.0, next_scrub - time.monotonic())
+            if self.unrepaired:  # try again before the next scrub
+                timeout = min(timeout, self.retry_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), min(timeout, 3600.0))
             self.wake.clear()
@@ -92,10 +98,11 @@ class Repairer:
         repaired = 0
         unrepaired = []
         for v in await asyncio.to_thread(self.store.corrupt):
-            if await self.repair_one(v):
+            why = await self.repair_one(v)
+            if why is None:
                 repaired += 1
             else:
-                unrepaired.append({"bucket": v.bucket, "key": v.key, "hlc": v.hlc})
+                unrepaired.append({"bucket": v.bucket, "key": v.key, "hlc": v.hlc, "why": why})
         self.unrepaired = unrepaired
         return repaired
 
@@ -108,18 +115,28 @@ class Repairer:
         except Exception as exc:
             log.info("suspect %s/%s: %s", bucket, key, exc)
 
-    async def repair_one(self, v: Any) -> bool:
-        for channel in self.sources(v.bucket):
+    async def repair_one(self, v: Any) -> str | None:
+        """Repair ``v`` from the first replica with a good copy; None, or why not."""
+        sources = self.sources(v.bucket)
+        reached = []
+        for channel in sources:
             try:
                 with tempfile.TemporaryFile(dir=self.staging_dir) as f:
                     got = await fetch(channel, self.site, v.bucket, v.key, f, self.timeout_s)
+                    reached.append(channel.target.name)
                     if got is None:
+                        self.counters["source_missing"] += 1
+                        log.info(
+                            "%s has no good copy of %s/%s", channel.target.name, v.bucket, v.key
+                        )
                         continue
                     if got.hlc < v.hlc:
                         continue  # the replica is behind ours: no help
                     await asyncio.to_thread(self._repair, v, got, f)
             except TransferError as exc:
                 log.info("repair of %s/%s from %s: %s", v.bucket, v.key, channel.target.name, exc)
+                if exc.reason != "unreachable":
+                    reached.append(channel.target.name)
                 continue
             except Exception as exc:
                 self.counters["repair_refused"] += 1
@@ -129,8 +146,17 @@ class Repairer:
                 continue
             self.counters["repaired"] += 1
             log.info("object %s/%s repaired from %s", v.bucket, v.key, channel.target.name)
-            return True
-        return False
+            return None
+        if not reached:
+            self.counters["no_source"] += 1
+            why = "no replica holding the bucket is reachable"
+        else:
+            self.counters["unrepaired"] += 1
+            why = f"no good copy from {', '.join(sorted(set(reached)))}"
+        log.warning(
+            "object %s/%s is corrupt: %s; retrying in %.0fs", v.bucket, v.key, why, self.retry_s
+        )
+        return why
 
     def _repair(self, v: Any, got: Any, f: Any) -> None:
         f.seek(0)

@@ -97,6 +97,9 @@ class Channel:
         self.counters: Counter[str] = Counter()
         self.window = Settings.window
         self._reader: asyncio.Task[None] | None = None
+        # Answers a ``fetch`` the target sends down this link (central repairing its own
+        # copy: edged/replication/reverse_fetch.py); None: such a request is dropped.
+        self.on_request: Callable[[p.Msg], None] | None = None
 
     def open(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
@@ -145,6 +148,12 @@ class Channel:
             except Exception:
                 self.drops["handler_error"] += 1
                 log.exception("replication to %s: bad reply", self.target.name)
+                continue
+            if msg.type == p.FETCH:  # not a reply: the target asks for our copy
+                if self.on_request is None:
+                    self.drops["bad_type"] += 1
+                else:
+                    self.on_request(msg)
                 continue
             queue = self.waiting.get(msg.id)
             if queue is None:

@@ -30,6 +30,7 @@ from edged.replication.cursors import CursorStore
 from edged.replication.peers import PeerKeys, parse_peers
 from edged.replication.receiver import Receiver
 from edged.replication.repair import Repairer
+from edged.replication.reverse_fetch import FetchAnswers
 from edged.replication.sender import Channel, Sender, Settings, Target
 from edged.replication.store_api import ReplicaStore
 
@@ -144,6 +145,10 @@ class SiteReplication:
             if name in self.senders:
                 continue
             channel = Channel(self.ctx, self.site, self.keys[0], self.keys[1], target)
+            if name == "central":  # central repairs its copies from ours over this link
+                channel.on_request = FetchAnswers(
+                    channel, self.store, lambda n=name: self._buckets_of(n)
+                )
             sender = Sender(
                 self.site,
                 self.store,
