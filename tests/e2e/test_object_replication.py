@@ -121,6 +121,7 @@ def test_site_replicates_to_central_through_an_outage_and_repairs(
     assert listing(local, "repl") == {k: etag(v) for k, v in expected.items()}
 
     restarted = time.time()
+    cluster.central_overrides["scrub_interval_s"] = 1.0  # so central's own repair shows below
     cluster.start_central()
     alice.login("alice", PASSWORD, "proj-r")
     token = alice.token or ""
@@ -187,6 +188,29 @@ def test_site_replicates_to_central_through_an_outage_and_repairs(
         return health.get("repaired", 0) >= 1 and (status, body) == (200, expected[key])
 
     wait_for(repaired, 120, "the corrupt object repaired from central's copy", interval=1.0)
+
+    # Corruption at central: its scrub finds the flipped byte and central fetches the good
+    # copy back from the site, through the site's own sender link.
+    key = "first/07.bin"
+    central_dir = cluster.workdir / "central" / "objects"
+    [(blob_id,)] = query(central_index, "SELECT blob_id FROM versions WHERE key = ?", (key,))
+    blob = central_dir / "blobs" / blob_id[:2] / blob_id
+    blob.chmod(0o600)
+    with blob.open("r+b") as f:
+        f.seek(len(expected[key]) // 2)
+        byte = f.read(1)
+        f.seek(len(expected[key]) // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+    def central_repaired() -> bool:
+        scrub = cluster.client.get("/v1/hub")["replication"]["scrub"]
+        status, _headers, body = raw("GET", f"{central_base}/{key}", token)
+        return scrub.get("repaired", 0) >= 1 and (status, body) == (200, expected[key])
+
+    wait_for(central_repaired, 120, "central's corrupt copy repaired from the site", interval=1.0)
+    links = cluster.client.get("/v1/hub")["replication"]["site_links"]
+    assert site in links["connected"]
+    assert links["messages"].get("sent_fetch", 0) >= 1
 
 
 def test_peer_sites_replicate_to_each_other(cluster: LocalCluster, sites: list[str]) -> None:
