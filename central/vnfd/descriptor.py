@@ -104,7 +104,7 @@ def build(files: list[SourceFile], entry: str, problems: Problems) -> Vnfd | Non
         seen.setdefault(flavour.id, flavour.file)
     if not flavours and not problems:
         r.error(
-            At(entry),
+            At(entry, "topology_template"),
             "no deployment flavour: expected a topology_template with "
             "substitution_mappings.properties.flavour_id and node templates",
         )
@@ -168,7 +168,11 @@ def identity(
                 default = r.types.property_default(type_name, key)
                 if default is not None:
                     values[key] = default
-    where = ordered[0].at.key("properties") if ordered else At(entry)
+    where = (
+        ordered[0].at.key("properties")
+        if ordered
+        else At(entry, "topology_template.node_templates.VNF.properties")
+    )
     out: dict[str, str] = {}
     for key in IDENTITY:
         value = values.get(key)

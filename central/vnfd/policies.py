@@ -170,10 +170,13 @@ class PolicyReader(Reader):
             description = self.string(a, "description", sat) or ""
             top = self.integer(a, "max_scale_level", sat, required=True, minimum=1)
             value, dat = self.child(a, "step_deltas", sat)
-            steps = self.names(value, dat) if value is not None else []
+            if value is None:
+                self.error(dat, "missing: expected a list of the step deltas' ids")
+                continue
+            steps = self.names(value, dat)
             if top is None or steps is None:
                 continue
-            if steps and len(steps) not in (1, top):
+            if len(steps) not in (1, top):
                 self.error(
                     dat,
                     f"expected 1 step delta (uniform) or max_scale_level ({top}), got {len(steps)}",
