@@ -76,7 +76,11 @@ class ZipSource(Source):
         super().__init__(str(path), names)
 
     def read(self, name: str) -> bytes:
-        return self.zf.read(name)
+        try:
+            return self.zf.read(name)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+            # a bad CRC, an encrypted member, an unknown compression method
+            raise OSError(f"unreadable zip member: {exc}") from None
 
     def size(self, name: str) -> int:
         return self.zf.getinfo(name).file_size

@@ -246,3 +246,23 @@ def test_cli_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--json", "vnfd", "validate", str(SAMPLES / "free5gc")]) == 1
     errors = json.loads(capsys.readouterr().out)["errors"]
     assert errors and all({"file", "path", "line", "message"} <= e.keys() for e in errors)
+
+
+def test_corrupt_zip_member(tmp_path: Path) -> None:
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("vnfd.yaml", "tosca_definitions_version: tosca_simple_yaml_1_2\n")
+    data = bytearray(good.read_bytes())
+    at = data.index(b"tosca_definitions")
+    data[at] = ord("X")  # the member's bytes no longer match its CRC
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(bytes(data))
+    _, errors = check_vnfd(bad)
+    assert [(e.file, e.path) for e in errors] == [("vnfd.yaml", "")]
+    assert errors[0].message.startswith("cannot read: unreadable zip member")
+
+
+def test_instances_without_levels() -> None:
+    f = load_vnfd(TEMPLATES / "vrouter").flavours["default"]
+    assert f.levels == {} and f.default_level is None
+    assert f.instances("edge") == 1  # no initial delta, no level: min_instances
