@@ -78,6 +78,12 @@ def build(files: list[SourceFile], entry: str, problems: Problems) -> Vnfd | Non
                 flavours.append((flavour, topo, tt))
         elif f.name == entry:
             entry_topo = topo
+            for key in ("groups", "policies"):
+                if tt.get(key) not in (None, [], {}):
+                    r.unsupported(
+                        tat.key(key, line_in(tt, key)),
+                        f"{key} outside a deployment flavour (no substitution_mappings)",
+                    )
             if topo.vdus or topo.cps or topo.vls or topo.storages:
                 fid = topo.vnf.props.get("flavour_id") if topo.vnf else None
                 if not isinstance(fid, str):
@@ -111,6 +117,12 @@ def build(files: list[SourceFile], entry: str, problems: Problems) -> Vnfd | Non
     vnfd = identity(r, entry, entry_topo, vnf_nodes, flavours)
     for flavour, topo, tt in flavours:
         fill_flavour(r, flavour, topo, tt, At(flavour.file, "topology_template"))
+    for flavour, topo, _ in flavours:
+        if not topo.kinds.keys() - {n for n, k in topo.kinds.items() if k == t.VNF}:
+            r.error(
+                At(flavour.file, "topology_template.node_templates"),
+                f"flavour {flavour.id!r} has no Vdu.Compute: expected at least one",
+            )
     if problems or vnfd is None:
         return None
     vnfd.flavours = {f.id: f for f, _, _ in flavours}
@@ -153,10 +165,6 @@ def identity(
     defaults, else a flavour file's VNF node."""
     ordered = ([entry_topo.vnf] if entry_topo and entry_topo.vnf else []) + vnf_nodes
     type_name = ordered[0].type if ordered else None
-    if type_name is None:
-        for f, _, _ in flavours:
-            if f.file:
-                break
     values: dict[str, Any] = {}
     for key in (*IDENTITY, "vnfm_info"):
         for node in ordered:

@@ -119,6 +119,9 @@ class ScalingAspect:
 
     def instances_added(self, vdu: str, from_level: int, to_level: int) -> int:
         """Instances of ``vdu`` added going up from one level to a higher one."""
+        if len(self.step_deltas) == 1:  # uniform steps
+            per_step = self.deltas.get(self.step_deltas[0], {}).get(vdu, 0)
+            return per_step * max(0, to_level - from_level)
         return sum(
             self.deltas.get(self.delta_of_step(s), {}).get(vdu, 0)
             for s in range(from_level + 1, to_level + 1)

@@ -48,6 +48,7 @@ PAGE_KEYS = ("mem_page_size", "hw:mem_page_size")
 NUMA_KEYS = ("numa_nodes", "hw:numa_nodes")
 CPU_POLICY_KEYS = ("cpu_policy", "hw:cpu_policy")
 MAX_VCPUS, MIN_RAM, MAX_RAM, MAX_DISK, MAX_NUMA = 64, 64, 262144, 4096, 8  # central's flavor
+MAX_INSTANCES = 1000  # per VDU; bounds every count and scale level read
 
 
 @dataclass
@@ -223,8 +224,6 @@ class NodeReader(Reader):
         values: dict[str, Any] = {}
         if props is not None:
             self.only_keys(props, pat, VNF_READ + VNF_INFO, declared, "VNF property")
-            if "monitoring_parameters" in props and "monitoring_parameters" not in declared:
-                pass  # already answered by only_keys
             for key in VNF_READ:
                 if key in props:
                     values[key] = props[key]
@@ -300,8 +299,8 @@ class NodeReader(Reader):
                 (),
                 "vdu_profile property",
             )
-            lo = self.integer(profile, "min_number_of_instances", prat, True, 0)
-            hi = self.integer(profile, "max_number_of_instances", prat, True, 1)
+            lo = self.integer(profile, "min_number_of_instances", prat, True, 0, MAX_INSTANCES)
+            hi = self.integer(profile, "max_number_of_instances", prat, True, 1, MAX_INSTANCES)
             if lo is not None and hi is not None and lo > hi:
                 self.error(
                     prat.key(

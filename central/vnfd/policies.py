@@ -14,6 +14,7 @@ from central.vnfd.model import (
     InstantiationLevel,
     ScalingAspect,
 )
+from central.vnfd.nodes import MAX_INSTANCES
 from central.vnfd.reader import Reader
 from central.vnfd.source_view import kind, line_in
 from central.vnfd.yamlmarks import Map
@@ -168,7 +169,7 @@ class PolicyReader(Reader):
             )
             name = self.string(a, "name", sat) or aid
             description = self.string(a, "description", sat) or ""
-            top = self.integer(a, "max_scale_level", sat, required=True, minimum=1)
+            top = self.integer(a, "max_scale_level", sat, True, 1, MAX_INSTANCES)
             value, dat = self.child(a, "step_deltas", sat)
             if value is None:
                 self.error(dat, "missing: expected a list of the step deltas' ids")
@@ -193,7 +194,7 @@ class PolicyReader(Reader):
         delta, dat = self.get_map(props, "initial_delta", pat, required=True)
         if delta is None:
             return
-        n = self.integer(delta, "number_of_instances", dat, required=True, minimum=0)
+        n = self.integer(delta, "number_of_instances", dat, True, 0, MAX_INSTANCES)
         if n is None:
             return
         nat = dat.key("number_of_instances", line_in(delta, "number_of_instances"))
@@ -239,7 +240,7 @@ class PolicyReader(Reader):
             d = self.mapping(body, iat, "{number_of_instances: N}")
             if d is None:
                 continue
-            n = self.integer(d, "number_of_instances", iat, required=True, minimum=0)
+            n = self.integer(d, "number_of_instances", iat, True, 0, MAX_INSTANCES)
             if n is None:
                 continue
             per_vdu = aspect.deltas.setdefault(did, {})
@@ -326,7 +327,7 @@ class PolicyReader(Reader):
             d = self.mapping(body, iat, "{number_of_instances: N}")
             if d is None:
                 continue
-            n = self.integer(d, "number_of_instances", iat, required=True, minimum=0)
+            n = self.integer(d, "number_of_instances", iat, True, 0, MAX_INSTANCES)
             if n is None:
                 continue
             for vdu in targets:
