@@ -12,6 +12,7 @@ from central.vnfd.model import Flavour, Vdu, VduCp, Vnfd
 from central.vnfd.nodes import NodeReader, Topology, VnfNode
 from central.vnfd.package import SourceFile
 from central.vnfd.policies import PolicyReader
+from central.vnfd.reader import function_name
 from central.vnfd.source_view import kind, line_in
 from central.vnfd.yamlmarks import Map
 
@@ -186,6 +187,8 @@ def identity(
         value = values.get(key)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             out[key] = str(value)
+        elif function_name(value) is not None:
+            r.unsupported(where.key(key), f"TOSCA function {function_name(value)}")
         else:
             got = "missing" if value is None else f"got {kind(value)}"
             r.error(
