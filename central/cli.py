@@ -1,4 +1,4 @@
-"""``skerry``: the operator CLI (sites, servers, networks and ports, the demo)."""
+"""``skerry``: the operator CLI (sites, servers, networks and ports, VNF descriptors, the demo)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central import cli_identity, cli_network, cli_volume
+from central import cli_identity, cli_network, cli_vnfd, cli_volume
 from central.client import ApiFailure, Client
 
 DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
@@ -167,6 +167,8 @@ def enroll(api: Client, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cmd in cli_vnfd.COMMANDS:  # local: no central needed
+        return cli_vnfd.run(args)
     api = Client(args.api, token=args.token or os.environ.get("SKERRY_TOKEN") or None)
     if args.cmd in cli_identity.COMMANDS:
         return cli_identity.run(args, api, _print)
@@ -219,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     cli_identity.add_parsers(sub)
     cli_network.add_parsers(sub)
     cli_volume.add_parsers(sub)
+    cli_vnfd.add_parsers(sub)
 
     sites = sub.add_parser("sites", help="edge sites")
     s = sites.add_subparsers(dest="action", required=True)
