@@ -350,6 +350,46 @@ def _v8(db: sqlite_utils.Database) -> None:
     db["bucket_replication"].create_index(["site"])
 
 
+def _v9(db: sqlite_utils.Database) -> None:
+    """VNF packages (SOL 005): onboarding state and what the descriptor says; the files
+    are extracted under ``<state_dir>/vnf-packages/<id>/``."""
+    db["vnf_packages"].create(
+        {
+            "id": str,
+            "project_id": str,
+            "onboarding_state": str,  # CREATED | UPLOADING | PROCESSING | ONBOARDED
+            "operational_state": str,  # ENABLED | DISABLED
+            "usage_state": str,  # IN_USE | NOT_IN_USE
+            "user_defined_data": str,  # JSON object
+            "failure": str,  # JSON ProblemDetails of the last failed onboarding; NULL if none
+            "vnfd_id": str,  # NULL until onboarded
+            "vnf_provider": str,
+            "vnf_product_name": str,
+            "vnf_software_version": str,
+            "vnfd_version": str,
+            "software_images": str,  # JSON list (VnfPackageSoftwareImageInfo)
+            "entry": str,  # the top-level descriptor file inside the package
+            "path": str,  # the extracted package directory; NULL until onboarded
+            "size": int,  # of the uploaded CSAR
+            "sha256": str,  # of the uploaded CSAR
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"project_id", "onboarding_state", "operational_state", "usage_state"},
+        defaults={
+            "onboarding_state": "CREATED",
+            "operational_state": "DISABLED",
+            "usage_state": "NOT_IN_USE",
+            "user_defined_data": "{}",
+            "software_images": "[]",
+        },
+    )
+    db["vnf_packages"].create_index(["project_id"])
+    # A descriptor is onboarded once per project (NULLs, not yet onboarded, are distinct).
+    db["vnf_packages"].create_index(["project_id", "vnfd_id"], unique=True)
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
@@ -360,6 +400,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v6,
     _v7,
     _v8,
+    _v9,
 ]
 
 

@@ -43,6 +43,8 @@ SECURITY_SCHEMES = {
 }
 SECURITY = [{"bearer": []}, {"x_auth_token": []}]
 _BEARER = re.compile(r"^Bearer +(\S+)$", re.IGNORECASE)
+# The API's roots: Skerry's own, and the ETSI SOL 005 / SOL 003 ones (VNF packages, LCM).
+API_ROOTS = ("/v1", "/vnfpkgm/v1", "/vnflcm/v1")
 
 
 # -- what the routes use ------------------------------------------------------------------
@@ -131,7 +133,8 @@ def _is_public() -> bool:
 
 
 async def _authenticate() -> None:
-    if not (request.path == "/v1" or request.path.startswith("/v1/")) or _is_public():
+    path = request.path
+    if not any(path == r or path.startswith(r + "/") for r in API_ROOTS) or _is_public():
         return
     token = _token()
     if not token:

@@ -1,4 +1,4 @@
-"""Tenant isolation over every /v1 route, enumerated from the app's URL map.
+"""Tenant isolation over every API route (/v1, /vnfpkgm/v1, /vnflcm/v1), from the URL map.
 
 Two projects, each with a member and a reader, plus the cloud admin. Project
 B's member acting on project A's resources gets 404 (project resources: their
@@ -47,6 +47,7 @@ OPEN_READS = {
     ("GET", "/v1/image-signing-keys"),
     ("GET", "/v1/volumes"),
     ("GET", "/v1/buckets"),
+    ("GET", "/vnfpkgm/v1/vnf_packages"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
 OWN_PROJECT_CREATES = {
@@ -56,6 +57,7 @@ OWN_PROJECT_CREATES = {
     ("POST", "/v1/volumes"),
     # Bucket names are global (S3-like): a taken name is 409 whoever holds it.
     ("PUT", "/v1/buckets/<string:bucket>"),
+    ("POST", "/vnfpkgm/v1/vnf_packages"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
@@ -116,7 +118,15 @@ CROSS_PROJECT = {
     ("PUT", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
     ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
     ("DELETE", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("DELETE", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("PUT", "/vnfpkgm/v1/vnf_packages/<package_id>/package_content"): 404,
+    ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>/vnfd"): 404,
 }
+# The API's roots (Skerry's own and the ETSI SOL 005 / SOL 003 ones); every route under
+# them is enumerated.
+API_ROOTS = ("/v1", "/vnfpkgm/v1", "/vnflcm/v1")
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -155,6 +165,8 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/volumes/<volume_id>/extend"): {"size_gb": 2},
         ("POST", "/v1/volumes/<volume_id>/attach"): {"server_id": world.params["server_id"]},
         ("POST", "/v1/volumes/<volume_id>/snapshots"): {"name": "snap-x"},
+        ("POST", "/vnfpkgm/v1/vnf_packages"): {"userDefinedData": {"k": "v"}},
+        ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): {"operationalState": "DISABLED"},
         ("POST", "/v1/auth/tokens"): {
             "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
         },
@@ -228,7 +240,9 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         bucket = "bucket-a"
         await ok(await a_member.put(f"/v1/buckets/{bucket}", json={"sites": ["edge-a"]}), 201)
         await ok(await a_member.put(f"/v1/buckets/{bucket}/objects/obj-a", data=b"a's"), 201)
+        package = await ok(await a_member.post("/vnfpkgm/v1/vnf_packages", json={}), 201)
         params = {
+            "package_id": package["id"],
             "volume_id": volume["id"],
             "snapshot_id": snapshot["id"],
             "bucket": bucket,
@@ -250,7 +264,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
         a_ids += [volume["id"], snapshot["id"]]
-        a_ids += [bucket]
+        a_ids += [bucket, package["id"]]
         yield World(app, tokens, params, a_ids)
 
 
@@ -258,7 +272,7 @@ def routes(app: Quart) -> list[tuple[str, str]]:
     found = {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.rule == "/v1" or rule.rule.startswith("/v1/")
+        if any(rule.rule == r or rule.rule.startswith(r + "/") for r in API_ROOTS)
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
@@ -287,6 +301,7 @@ async def test_routes_are_enumerated(world: World) -> None:
     assert ("POST", "/v1/servers") in found
     assert ("PUT", "/v1/projects/<project_id>/users/<user_id>/roles/<role>") in found
     assert len(found) >= 30
+    assert ("PUT", "/vnfpkgm/v1/vnf_packages/<package_id>/package_content") in found
 
 
 async def test_no_token_is_401_everywhere_but_login(world: World) -> None:
@@ -353,6 +368,7 @@ async def test_member_acts_on_own_project(world: World) -> None:
         ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
         ("GET", "/v1/buckets/<string:bucket>"),
         ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"),
+        ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>"),
     ]:
         status, body = await call(world, "a-member", method, rule)
         assert status in (200, 202), (method, rule, status, body)
