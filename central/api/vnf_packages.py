@@ -118,6 +118,7 @@ def package_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def get_package(package_id: str) -> dict[str, Any]:
     """A package of the caller's project (any, for a cloud admin), or 404."""
+    package_store()  # after a restart: interrupted onboardings reset first
     row = services().store.one("SELECT * FROM vnf_packages WHERE id = ?", (package_id,))
     scope = project_scope()
     if row is None or (scope is not None and row["project_id"] != scope):
@@ -250,6 +251,7 @@ async def upload_package(package_id: str):  # type: ignore[no-untyped-def]
 @bp.get("")
 async def list_packages():  # type: ignore[no-untyped-def]
     """The packages of the token's project (all for a cloud admin), as a JSON array."""
+    package_store()
     scope = project_scope()
     if scope is None:
         rows = services().store.query("SELECT * FROM vnf_packages ORDER BY created_at, id")

@@ -356,3 +356,20 @@ async def test_projects_and_roles(app: Quart, admin: TokenClient) -> None:
     actions = {r["action"] for r in store.query("SELECT action FROM audit")}
     assert f"POST {ROOT}" in actions
     assert f"PUT {ROOT}/{{package_id}}/package_content" in actions
+
+
+async def test_onboarding_interrupted_by_a_restart_is_reset(app: Quart, admin: TokenClient) -> None:
+    pkg = await create(admin)
+    store = store_of(app)
+    with store.transaction() as db:
+        db.conn.execute("UPDATE vnf_packages SET onboarding_state = 'PROCESSING'")
+    stale = package_dir(app) / ".extract-0123"
+    stale.mkdir()
+    (stale / "half.yaml").write_text("x: 1")
+    del app.extensions["skerry.vnf_packages"]  # as after a restart
+    shown = await ok(await admin.get(f"{ROOT}/{pkg['id']}"))
+    assert shown["onboardingState"] == "CREATED"
+    assert "central stopped" in shown["onboardingFailureDetails"]["detail"]
+    assert leftovers(app) == []
+    status, body = await upload(admin, pkg["id"], zip_of(template_files("vrouter")))
+    assert status == 202, body
