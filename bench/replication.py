@@ -31,6 +31,8 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +67,28 @@ def fill(store, total: int) -> int:  # type: ignore[no-untyped-def]
     return i + 1
 
 
+def thread_cpu(pid: int | str = "self") -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process, threads of one name summed."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = "main" if task.name == str(os.getpid() if pid == "self" else pid) else name
+        name = name.rstrip("0123456789_/") or name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    parts = [f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in sorted(after)]
+    return ", ".join(p for p in parts if not p.endswith(" 0.00"))
+
+
 def receiver_main(root: str, endpoint: str, secret: str, client_public: str, conn) -> None:  # type: ignore[no-untyped-def]
     import zmq.asyncio
 
@@ -82,11 +106,13 @@ def receiver_main(root: str, endpoint: str, secret: str, client_public: str, con
         receiver = Receiver(store, Path(root) / "staging", zap.site_of)
         receiver.bind(ctx, endpoint, secret)
         receiver.start()
+        cpu = thread_cpu()
         conn.send("ready")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, conn.recv)  # "stop"
         rows = store.index.query("SELECT key, etag FROM versions WHERE bucket = 'bench'")
-        conn.send({"etags": {r["key"]: r["etag"] for r in rows}, "stats": receiver.stats()})
+        stats = {**receiver.stats(), "cpu_s": cpu_delta(cpu, thread_cpu())}
+        conn.send({"etags": {r["key"]: r["etag"] for r in rows}, "stats": stats})
         await receiver.stop()
         zap.stop()
         ctx.destroy(linger=0)
@@ -143,6 +169,7 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=256, help="MiB of objects (default 256)")
     parser.add_argument("--in-flight", type=int, default=Settings.in_flight, help="objects at once")
     parser.add_argument("--deadline", type=int, default=300, help="seconds before giving up")
+    parser.add_argument("--perf", help="record `perf record -a -g` of the timed window here")
     args = parser.parse_args()
     install_deadline(args.deadline)
 
@@ -170,9 +197,21 @@ def main() -> int:
             if not parent.poll(60) or parent.recv() != "ready":
                 raise SystemExit("receiver did not start")
             raw_seconds = raw_copy(blobs, root / "raw")
-            seconds = asyncio.run(
-                replicate(store, root / "site", endpoint, server.public, client, args.in_flight)
-            )
+            perf = None
+            if args.perf:
+                perf = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-o", args.perf])
+                time.sleep(0.5)
+            cpu = os.times()
+            try:
+                seconds = asyncio.run(
+                    replicate(store, root / "site", endpoint, server.public, client, args.in_flight)
+                )
+            finally:
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait()
+            end = os.times()
+            print(f"sender cpu_s: user {end.user - cpu.user:.2f} sys {end.system - cpu.system:.2f}")
             parent.send("stop")
             result = parent.recv()
         finally:
