@@ -84,9 +84,31 @@ def thread_cpu(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def idle_seconds() -> float:
+    """CPU-seconds all CPUs of the machine have been idle (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
     parts = [f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in sorted(after)]
     return ", ".join(p for p in parts if not p.endswith(" 0.00"))
+
+
+def time_lookups(index) -> list[float]:  # type: ignore[no-untyped-def]
+    """Sum the wall time of ``index.version`` calls (the receiver's look-ups) into [0]."""
+    total = [0.0]
+    version = index.version
+
+    def timed(bucket: str, key: str):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return version(bucket, key)
+        finally:
+            total[0] += time.perf_counter() - t
+
+    index.version = timed
+    return total
 
 
 def receiver_main(root: str, endpoint: str, secret: str, client_public: str, conn) -> None:  # type: ignore[no-untyped-def]
@@ -99,6 +121,7 @@ def receiver_main(root: str, endpoint: str, secret: str, client_public: str, con
     async def run() -> None:
         store = open_store("central", Path(root) / "central")
         store.ensure_bucket("p1", "bench", {})
+        lookups = time_lookups(store.index)
         ctx = zmq.asyncio.Context()
         zap = PeerKeys(ctx)
         zap.admit({client_public: "site-a"})
@@ -112,13 +135,19 @@ def receiver_main(root: str, endpoint: str, secret: str, client_public: str, con
         await loop.run_in_executor(None, conn.recv)  # "stop"
         rows = store.index.query("SELECT key, etag FROM versions WHERE bucket = 'bench'")
         stats = {**receiver.stats(), "cpu_s": cpu_delta(cpu, thread_cpu())}
+        stats["lookup_s"] = round(lookups[0], 3)
         conn.send({"etags": {r["key"]: r["etag"] for r in rows}, "stats": stats})
         await receiver.stop()
         zap.stop()
         ctx.destroy(linger=0)
         store.close()
 
-    asyncio.run(run())
+    if os.environ.get("B2PROF"):
+        import cProfile
+
+        cProfile.runctx("asyncio.run(run())", globals(), locals(), os.environ["B2PROF"])
+    else:
+        asyncio.run(run())
 
 
 async def replicate(
@@ -202,15 +231,25 @@ def main() -> int:
                 perf = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-o", args.perf])
                 time.sleep(0.5)
             cpu = os.times()
+            idle = idle_seconds()
             try:
-                seconds = asyncio.run(
-                    replicate(store, root / "site", endpoint, server.public, client, args.in_flight)
+                coro = replicate(
+                    store, root / "site", endpoint, server.public, client, args.in_flight
                 )
+                if os.environ.get("B2PROF_SENDER"):
+                    import cProfile
+
+                    prof = cProfile.Profile()
+                    seconds = prof.runcall(asyncio.run, coro)
+                    prof.dump_stats(os.environ["B2PROF_SENDER"])
+                else:
+                    seconds = asyncio.run(coro)
             finally:
                 if perf is not None:
                     perf.send_signal(signal.SIGINT)
                     perf.wait()
             end = os.times()
+            print(f"machine idle during the replication: {idle_seconds() - idle:.2f} CPU-s")
             print(f"sender cpu_s: user {end.user - cpu.user:.2f} sys {end.system - cpu.system:.2f}")
             parent.send("stop")
             result = parent.recv()
