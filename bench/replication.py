@@ -31,6 +31,8 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +67,50 @@ def fill(store, total: int) -> int:  # type: ignore[no-untyped-def]
     return i + 1
 
 
+def thread_cpu(pid: int | str = "self") -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of a process, threads of one name summed."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = "main" if task.name == str(os.getpid() if pid == "self" else pid) else name
+        name = name.rstrip("0123456789_/") or name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def idle_seconds() -> float:
+    """CPU-seconds all CPUs of the machine have been idle (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> str:
+    parts = [f"{k} {after[k] - before.get(k, 0.0):.2f}" for k in sorted(after)]
+    return ", ".join(p for p in parts if not p.endswith(" 0.00"))
+
+
+def time_lookups(index) -> list[float]:  # type: ignore[no-untyped-def]
+    """Sum the wall time of ``index.version`` calls (the receiver's look-ups) into [0]."""
+    total = [0.0]
+    version = index.version
+
+    def timed(bucket: str, key: str):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return version(bucket, key)
+        finally:
+            total[0] += time.perf_counter() - t
+
+    index.version = timed
+    return total
+
+
 def receiver_main(root: str, endpoint: str, secret: str, client_public: str, conn) -> None:  # type: ignore[no-untyped-def]
     import zmq.asyncio
 
@@ -75,6 +121,7 @@ def receiver_main(root: str, endpoint: str, secret: str, client_public: str, con
     async def run() -> None:
         store = open_store("central", Path(root) / "central")
         store.ensure_bucket("p1", "bench", {})
+        lookups = time_lookups(store.index)
         ctx = zmq.asyncio.Context()
         zap = PeerKeys(ctx)
         zap.admit({client_public: "site-a"})
@@ -82,17 +129,25 @@ def receiver_main(root: str, endpoint: str, secret: str, client_public: str, con
         receiver = Receiver(store, Path(root) / "staging", zap.site_of)
         receiver.bind(ctx, endpoint, secret)
         receiver.start()
+        cpu = thread_cpu()
         conn.send("ready")
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, conn.recv)  # "stop"
         rows = store.index.query("SELECT key, etag FROM versions WHERE bucket = 'bench'")
-        conn.send({"etags": {r["key"]: r["etag"] for r in rows}, "stats": receiver.stats()})
+        stats = {**receiver.stats(), "cpu_s": cpu_delta(cpu, thread_cpu())}
+        stats["lookup_s"] = round(lookups[0], 3)
+        conn.send({"etags": {r["key"]: r["etag"] for r in rows}, "stats": stats})
         await receiver.stop()
         zap.stop()
         ctx.destroy(linger=0)
         store.close()
 
-    asyncio.run(run())
+    if os.environ.get("B2PROF"):
+        import cProfile
+
+        cProfile.runctx("asyncio.run(run())", globals(), locals(), os.environ["B2PROF"])
+    else:
+        asyncio.run(run())
 
 
 async def replicate(
@@ -143,6 +198,7 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=256, help="MiB of objects (default 256)")
     parser.add_argument("--in-flight", type=int, default=Settings.in_flight, help="objects at once")
     parser.add_argument("--deadline", type=int, default=300, help="seconds before giving up")
+    parser.add_argument("--perf", help="record `perf record -a -g` of the timed window here")
     args = parser.parse_args()
     install_deadline(args.deadline)
 
@@ -170,9 +226,31 @@ def main() -> int:
             if not parent.poll(60) or parent.recv() != "ready":
                 raise SystemExit("receiver did not start")
             raw_seconds = raw_copy(blobs, root / "raw")
-            seconds = asyncio.run(
-                replicate(store, root / "site", endpoint, server.public, client, args.in_flight)
-            )
+            perf = None
+            if args.perf:
+                perf = subprocess.Popen(["perf", "record", "-q", "-a", "-g", "-o", args.perf])
+                time.sleep(0.5)
+            cpu = os.times()
+            idle = idle_seconds()
+            try:
+                coro = replicate(
+                    store, root / "site", endpoint, server.public, client, args.in_flight
+                )
+                if os.environ.get("B2PROF_SENDER"):
+                    import cProfile
+
+                    prof = cProfile.Profile()
+                    seconds = prof.runcall(asyncio.run, coro)
+                    prof.dump_stats(os.environ["B2PROF_SENDER"])
+                else:
+                    seconds = asyncio.run(coro)
+            finally:
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait()
+            end = os.times()
+            print(f"machine idle during the replication: {idle_seconds() - idle:.2f} CPU-s")
+            print(f"sender cpu_s: user {end.user - cpu.user:.2f} sys {end.system - cpu.system:.2f}")
             parent.send("stop")
             result = parent.recv()
         finally:

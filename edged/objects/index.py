@@ -4,6 +4,11 @@ One row per (bucket, key) holds the version that wins (highest HLC), a
 tombstone included, so an old copy arriving later cannot bring a deleted key
 back. ``seq`` is a per-store counter bumped on every change, local or from a
 replica: "what changed since seq N" is one indexed query.
+
+Writes go through one connection, one transaction at a time. Reads outside a
+transaction use a connection of the reading thread's own: WAL lets them read
+the last committed state while a commit (and its fsync) is under way, so a
+look-up never waits for one.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ class Index:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.db = sqlite_utils.Database(self.conn)
         self._lock = threading.RLock()
+        self._writing: int | None = None  # the thread inside transaction()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         if int(self.conn.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
             with self.transaction():
                 _v1(self.db)
@@ -83,19 +93,44 @@ class Index:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic, serialised unit of work (``BEGIN IMMEDIATE`` .. ``COMMIT``)."""
         with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+            outer = self._writing
+            self._writing = threading.get_ident()
             try:
-                yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                self.conn.execute("COMMIT")
+            finally:
+                self._writing = outer
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection (opened on its first read)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._readers_lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                conn = sqlite3.connect(
+                    str(self.path), check_same_thread=False, isolation_level=None
+                )
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA query_only=1")
+                self._readers.append(conn)
+            self._local.conn = conn
+        return conn
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict]:
-        with self._lock:
-            cur = self.conn.execute(sql, params)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        """Rows of a read; inside this thread's transaction it sees that transaction's writes."""
+        if self._writing == threading.get_ident():
+            with self._lock:
+                cur = self.conn.execute(sql, params)
+        else:
+            cur = self._reader().execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict | None:
         rows = self.query(sql, params)
@@ -120,5 +155,9 @@ class Index:
         return seq
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
+            self._closed = True
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
             self.conn.close()
