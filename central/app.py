@@ -99,16 +99,20 @@ def create_app(config: CentralConfig) -> Quart:
 
     @app.while_serving
     async def _hub():  # type: ignore[no-untyped-def]
-        await hub.start()
-        # After the hub: its ZAP handler admits the site keys on both sockets.
-        await feed.start()
-        await replication.start()
-        yield
-        await replication.stop()
-        await feed.stop()
-        await hub.stop()
-        ctx.term()
-        store.close()
-        objects.close()
+        # Whatever started is stopped again, also when a later part cannot start
+        # (a port in use): no socket outlives the app, so no context hangs in term().
+        try:
+            await hub.start()
+            # After the hub: its ZAP handler admits the site keys on both sockets.
+            await feed.start()
+            await replication.start()
+            yield
+        finally:
+            await replication.stop()
+            await feed.stop()
+            await hub.stop()
+            ctx.destroy(linger=0)
+            store.close()
+            objects.close()
 
     return app

@@ -62,7 +62,11 @@ class ImageFeed:
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)  # requests are small
-        sock.bind(self.endpoint)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise RuntimeError(f"image feed cannot bind {self.endpoint}: {exc}") from exc
         self.sock = sock
         self._task = asyncio.create_task(self._loop(), name="image-feed")
         log.info("image feed listening on %s (CURVE)", self.endpoint)

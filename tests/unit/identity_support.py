@@ -26,13 +26,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def central_config(tmp_path: Path, **overrides: Any) -> CentralConfig:
+    """central's config with every ZeroMQ socket on a free port (hub, image feed,
+    replication): test apps, and test runs side by side, never fight over the defaults."""
+    ports = {
+        key: f"tcp://127.0.0.1:{free_port()}"
+        for key in ("hub_endpoint", "image_endpoint", "replication_endpoint")
+    }
+    return CentralConfig(state_dir=tmp_path, **{**ports, **overrides})
+
+
 def make_app(tmp_path: Path, monkeypatch: Any, **overrides: Any) -> Quart:
     """central with a bootstrapped admin (the environment variable, as in production)."""
     monkeypatch.setenv("SKERRY_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    config = CentralConfig(
-        state_dir=tmp_path, hub_endpoint=f"tcp://127.0.0.1:{free_port()}", **overrides
-    )
-    return create_app(config)
+    return create_app(central_config(tmp_path, **overrides))
 
 
 class TokenClient(QuartClient):

@@ -16,8 +16,8 @@ from tests.unit.identity_support import (
     ADMIN_PASSWORD,
     PASSWORD,
     TokenClient,
+    central_config,
     client_with,
-    free_port,
     login,
     make_app,
     make_project,
@@ -130,12 +130,10 @@ async def test_no_bootstrap_means_no_login(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from central.app import create_app
-    from central.config import CentralConfig
 
     monkeypatch.delenv("SKERRY_BOOTSTRAP_ADMIN_PASSWORD", raising=False)
     caplog.set_level(logging.WARNING)
-    config = CentralConfig(state_dir=tmp_path, hub_endpoint=f"tcp://127.0.0.1:{free_port()}")
-    app = create_app(config)
+    app = create_app(central_config(tmp_path))
     async with app.test_app():
         assert "skerry-central --config FILE bootstrap" in caplog.text
         body = {"password": {"user": "admin", "password": "admin", "project": "admin"}}
@@ -233,11 +231,9 @@ async def test_short_bootstrap_password_is_refused_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from central.app import create_app
-    from central.config import CentralConfig
 
     monkeypatch.setenv("SKERRY_BOOTSTRAP_ADMIN_PASSWORD", "short")
-    config = CentralConfig(state_dir=tmp_path, hub_endpoint=f"tcp://127.0.0.1:{free_port()}")
-    app = create_app(config)
+    app = create_app(central_config(tmp_path))
     async with app.test_app():
         assert "bootstrap from SKERRY_BOOTSTRAP_ADMIN_PASSWORD refused" in caplog.text
         assert "short" not in caplog.text.replace("bootstrap", "")
