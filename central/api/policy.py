@@ -42,6 +42,8 @@ SECURITY_SCHEMES = {
     "x_auth_token": {"type": "apiKey", "name": "X-Auth-Token", "in_": "header"},
 }
 SECURITY = [{"bearer": []}, {"x_auth_token": []}]
+# Authenticated paths besides /v1: the ETSI NFV-SOL 003/005 APIs.
+API_PREFIXES = ("/v1/", "/vnflcm/", "/vnfpkgm/")
 _BEARER = re.compile(r"^Bearer +(\S+)$", re.IGNORECASE)
 
 
@@ -131,7 +133,7 @@ def _is_public() -> bool:
 
 
 async def _authenticate() -> None:
-    if not (request.path == "/v1" or request.path.startswith("/v1/")) or _is_public():
+    if not (request.path == "/v1" or request.path.startswith(API_PREFIXES)) or _is_public():
         return
     token = _token()
     if not token:

@@ -1,0 +1,47 @@
+"""Request and response bodies of /vnflcm/v1 (ETSI NFV-SOL 003 names, camelCase)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from central.api.models import NAME
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateVnfRequest(Strict):
+    vnfdId: str = Field(min_length=1, max_length=128)
+    vnfInstanceName: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+    vnfInstanceDescription: str | None = Field(default=None, max_length=1024)
+
+
+class ExtCp(BaseModel):
+    cpdId: str = Field(min_length=1, max_length=128)
+
+
+class ExtVirtualLink(BaseModel):
+    id: str = Field(min_length=1, max_length=128)
+    resourceId: str = Field(
+        min_length=1, max_length=64, description="A central network at the target site."
+    )
+    extCps: list[ExtCp] = Field(min_length=1, max_length=64)
+
+
+class InstantiateParams(BaseModel):
+    site: str = Field(pattern=NAME, description="The site the VNF is instantiated at.")
+
+
+class InstantiateVnfRequest(Strict):
+    flavourId: str = Field(min_length=1, max_length=128)
+    instantiationLevelId: str | None = Field(default=None, max_length=128)
+    extVirtualLinks: list[ExtVirtualLink] = Field(default_factory=list, max_length=64)
+    additionalParams: InstantiateParams
+
+
+class TerminateVnfRequest(Strict):
+    terminationType: Literal["FORCEFUL", "GRACEFUL"]
+    gracefulTerminationTimeout: int | None = Field(default=None, ge=0, le=3600)
