@@ -205,7 +205,14 @@ def remove_step(svc: Services, tags: list[dict[str, Any]]) -> tuple[bool, list[d
     if servers:
         return False, gone_tags
     sites = {t["site"] for t in tags}
-    for site in sites:
+    pending = {
+        t["site"]
+        for t in tags
+        if (row := _exists(store, t["kind"], t["resource_id"])) is not None
+        and (t["kind"] in ("port", "subnet", "network") or (t["kind"] == "volume"
+             and not row["deleting"]))
+    }  # fmt: skip
+    for site in sorted(pending):
         with change_at(svc, site) as s:
             for row in live.get("port", []):
                 if row["site"] == site:
@@ -219,7 +226,9 @@ def remove_step(svc: Services, tags: list[dict[str, Any]]) -> tuple[bool, list[d
                         (now(), row["id"]),
                     )
             for row in live.get("subnet", []):
-                s.conn.execute("DELETE FROM subnets WHERE id = ?", (row["id"],))
+                network = s.one("SELECT site FROM networks WHERE id = ?", (row["network_id"],))
+                if network is None or network["site"] == site:
+                    s.conn.execute("DELETE FROM subnets WHERE id = ?", (row["id"],))
             for row in live.get("network", []):
                 if row["site"] != site:
                     continue

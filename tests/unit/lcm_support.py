@@ -25,7 +25,9 @@ def engine(app: Quart) -> LcmEngine:
 
 async def add_image(client: TokenClient, name: str = "tiny-disk") -> dict[str, Any]:
     """An active raw image (of a few bytes) named ``name`` in the client's project."""
-    image = await ok(await client.post("/v1/images", json={"name": name, "disk_format": "raw"}), 201)
+    image = await ok(
+        await client.post("/v1/images", json={"name": name, "disk_format": "raw"}), 201
+    )
     headers = {"Content-Type": "application/octet-stream"}
     await ok(await client.put(f"/v1/images/{image['id']}/file", data=b"\0" * 4096,
                               headers=headers), 200)  # fmt: skip

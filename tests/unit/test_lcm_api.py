@@ -1,0 +1,260 @@
+"""/vnflcm/v1 through the app with its real store and hub: instances, instantiate and
+terminate driven by the engine from played site reports, FAILED_TEMP and the task
+requests, one operation at a time, scoping, RBAC and the audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.identity_support import make_app, ok, store_of
+from tests.unit.lcm_support import (
+    LCM,
+    VROUTER,
+    add_image,
+    counts,
+    create_instance,
+    engine,
+    op,
+    site_reports,
+    start,
+)
+from tests.unit.network_support import Cloud, document, make_cloud, network, refused, subnet
+
+EMPTY = {"servers": 0, "ports": 0, "networks": 0, "subnets": 0, "volumes": 0, "vnf_resources": 0}
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The engine runs only when woken or ticked by the test: no timing in the assertions.
+    app = make_app(tmp_path, monkeypatch, lcm_poll_s=3600.0)
+    async with app.test_app():
+        yield await make_cloud(app)
+
+
+async def uplink(cloud: Cloud) -> dict[str, Any]:
+    net = await network(cloud.member, name="uplink")
+    await subnet(cloud.member, net["id"], "192.0.2.0/24")
+    return net
+
+
+def body(net_id: str, site: str = "edge-a", **kw: Any) -> dict[str, Any]:
+    return {
+        "flavourId": "default",
+        "extVirtualLinks": [{"id": "up", "resourceId": net_id, "extCps": [{"cpdId": "uplink"}]}],
+        "additionalParams": {"site": site},
+        **kw,
+    }
+
+
+def tick(cloud: Cloud, times: int = 1) -> None:
+    for _ in range(times):
+        engine(cloud.app).tick()
+
+
+async def settle(cloud: Cloud, op_id: str, rounds: int = 6) -> dict[str, Any]:
+    """The site reports what its document holds and the engine steps, a few rounds (the
+    steps are counted, never timed): the occurrence after them."""
+    for _ in range(rounds):
+        site_reports(cloud.app)
+        tick(cloud)
+    return await op(cloud.member, op_id)
+
+
+async def test_create_show_list_delete_shapes(cloud: Cloud) -> None:
+    inst = await create_instance(cloud.member, vnfInstanceName="r1", vnfInstanceDescription="d")
+    assert inst["vnfdId"] == VROUTER.id
+    assert inst["vnfProvider"] == VROUTER.provider
+    assert inst["vnfProductName"] == VROUTER.product_name
+    assert inst["vnfSoftwareVersion"] == VROUTER.software_version
+    assert inst["vnfdVersion"] == VROUTER.descriptor_version
+    assert inst["instantiationState"] == "NOT_INSTANTIATED"
+    assert inst["vnfInstanceName"] == "r1" and "instantiatedVnfInfo" not in inst
+    assert inst["_links"]["self"]["href"] == f"{LCM}/vnf_instances/{inst['id']}"
+    listed = await ok(await cloud.member.get(f"{LCM}/vnf_instances"))
+    assert [i["id"] for i in listed] == [inst["id"]]
+    assert await ok(await cloud.other.get(f"{LCM}/vnf_instances")) == []
+    resp = await cloud.other.get(f"{LCM}/vnf_instances/{inst['id']}")
+    assert resp.status_code == 404
+    resp = await cloud.reader.post(f"{LCM}/vnf_instances", json={"vnfdId": VROUTER.id})
+    assert resp.status_code == 403
+    await refused(cloud.member, "POST", f"{LCM}/vnf_instances", 409, "vnfdId",
+                  json={"vnfdId": "no-such-vnfd"})  # fmt: skip
+    await refused(cloud.member, "POST", f"{LCM}/vnf_instances", 400, "vnfdId",
+                  json={"vnfdIdx": "x"})  # fmt: skip
+    resp = await cloud.member.delete(f"{LCM}/vnf_instances/{inst['id']}")
+    assert resp.status_code == 204
+    assert await ok(await cloud.member.get(f"{LCM}/vnf_instances")) == []
+    audit = await ok(await cloud.admin.get("/v1/audit"))
+    actions = [e["action"] for e in audit["events"]]
+    assert "POST /vnflcm/v1/vnf_instances" in actions
+    assert "DELETE /vnflcm/v1/vnf_instances/{instance_id}" in actions
+
+
+async def test_no_token_is_401(cloud: Cloud) -> None:
+    resp = await cloud.app.test_client().get(f"{LCM}/vnf_instances")
+    assert resp.status_code == 401
+
+
+async def test_instantiate_then_terminate(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member, vnfInstanceName="r1")
+    path = f"{LCM}/vnf_instances/{inst['id']}"
+    occ = await start(cloud.member, f"{path}/instantiate", body(net["id"]))
+    assert occ["operation"] == "INSTANTIATE" and occ["vnfInstanceId"] == inst["id"]
+    assert occ["operationState"] in ("STARTING", "PROCESSING")
+    assert occ["isAutomaticInvocation"] is False and occ["isCancelPending"] is False
+    assert occ["operationParams"]["flavourId"] == "default"
+    # One at a time.
+    await refused(cloud.member, "POST", f"{path}/terminate", 409, "instantiationState",
+                  json={"terminationType": "FORCEFUL"})  # fmt: skip
+    await refused(
+        cloud.member, "POST", f"{path}/instantiate", 409, "operation", json=body(net["id"])
+    )
+    tick(cloud, 2)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "PROCESSING"
+    changes = occ["resourceChanges"]
+    assert sorted(c["vduId"] for c in changes["affectedVnfcs"]) == ["core", "edge"]
+    assert {c["changeType"] for c in changes["affectedVnfcs"]} == {"ADDED"}
+    assert sorted(v["vnfVirtualLinkDescId"] for v in changes["affectedVirtualLinks"]) == [
+        "transit_a", "transit_b"]  # fmt: skip
+    _, doc = document(cloud.app)
+    servers = {s["name"]: s for s in doc["servers"]}
+    assert sorted(servers) == ["r1-core-0", "r1-edge-0"]
+    edge = servers["r1-edge-0"]
+    assert edge["metadata"] == {"vnf_instance": inst["id"], "vdu": "edge"}
+    assert len(edge["ports"]) == 3 and len(servers["r1-core-0"]["ports"]) == 2
+    ports = {p["id"]: p for p in doc["ports"]}
+    # The external CP is on the caller's network (NIC order: see docs/vnf-lifecycle.md).
+    assert net["id"] in {ports[p]["network_id"] for p in edge["ports"]}
+    assert len(doc["networks"]) == 3  # two VLs and the uplink
+    site_reports(cloud.app, state="running")
+    tick(cloud)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    inst = await ok(await cloud.member.get(path))
+    assert inst["instantiationState"] == "INSTANTIATED"
+    info = inst["instantiatedVnfInfo"]
+    assert info["flavourId"] == "default" and info["vnfState"] == "STARTED"
+    assert sorted(v["vduId"] for v in info["vnfcResourceInfo"]) == ["core", "edge"]
+    assert {v["status"] for v in info["vnfcResourceInfo"]} == {"ACTIVE"}
+    assert {v["computeResource"]["site"] for v in info["vnfcResourceInfo"]} == {"edge-a"}
+    assert [(c["cpdId"], c["networkId"]) for c in info["extCpInfo"]] == [("edge_ext", net["id"])]
+    assert len(info["vnfVirtualLinkResourceInfo"]) == 2
+    resp = await cloud.member.delete(path)
+    assert resp.status_code == 409
+
+    occ = await start(cloud.member, f"{path}/terminate", {"terminationType": "FORCEFUL"})
+    tick(cloud, 2)
+    _, doc = document(cloud.app)
+    assert doc["servers"] == []  # asked to go
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    assert {c["changeType"] for c in occ["resourceChanges"]["affectedVnfcs"]} == {"REMOVED"}
+    inst = await ok(await cloud.member.get(path))
+    assert inst["instantiationState"] == "NOT_INSTANTIATED"
+    left = counts(cloud.app)
+    assert left == {**EMPTY, "networks": 1, "subnets": 1}  # the uplink is the caller's
+    listed = await ok(await cloud.member.get(f"{LCM}/vnf_lcm_op_occs"))
+    assert [o["operation"] for o in listed] == ["INSTANTIATE", "TERMINATE"]
+    assert await ok(await cloud.other.get(f"{LCM}/vnf_lcm_op_occs")) == []
+    resp = await cloud.other.get(f"{LCM}/vnf_lcm_op_occs/{occ['id']}")
+    assert resp.status_code == 404
+    assert (await cloud.member.delete(path)).status_code == 204
+
+
+async def test_missing_image_fails_temp_then_retry_rollback_fail(cloud: Cloud) -> None:
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member, vnfInstanceName="r2")
+    path = f"{LCM}/vnf_instances/{inst['id']}"
+    before = counts(cloud.app)
+    occ = await start(cloud.member, f"{path}/instantiate", body(net["id"]))
+    tick(cloud, 2)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "FAILED_TEMP"
+    assert "needs image 'tiny-disk'" in occ["error"]["detail"], occ["error"]
+    assert occ["error"]["status"] == 409
+    assert set(occ["_links"]) >= {"retry", "rollback", "fail"}
+    assert counts(cloud.app) == before  # nothing half-made
+    # Another operation waits for this one to finish.
+    resp = await cloud.member.post(f"{path}/instantiate", json=body(net["id"]))
+    assert resp.status_code == 409
+    # Retry once the image is there: it completes.
+    await add_image(cloud.member)
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/retry")
+    tick(cloud, 2)
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "PROCESSING"
+    # A server fails at the site: FAILED_TEMP with its reason.
+    _, doc = document(cloud.app)
+    failing = doc["servers"][0]["id"]
+    site_reports(cloud.app, **{failing: "no VF left on physnet x"})
+    tick(cloud)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "FAILED_TEMP"
+    assert "is in ERROR: no VF left on physnet x" in occ["error"]["detail"]
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "ROLLING_BACK"
+    for action in ("retry", "rollback", "fail"):
+        await refused(cloud.member, "POST", f"{LCM}/vnf_lcm_op_occs/{occ['id']}/{action}", 409,
+                      "operationState")  # fmt: skip
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "ROLLED_BACK", occ
+    assert counts(cloud.app) == before
+    # A later instantiate that fails and is given up: FAILED; terminate cleans up.
+    store = store_of(cloud.app)
+    store.conn.execute("UPDATE images SET status = 'queued'")
+    store.conn.commit()
+    occ = await start(cloud.member, f"{path}/instantiate", body(net["id"]))
+    tick(cloud, 2)
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "FAILED_TEMP"
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/fail")
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "FAILED"
+    await refused(cloud.member, "POST", f"{LCM}/vnf_lcm_op_occs/{occ['id']}/retry", 409,
+                  "operationState")  # fmt: skip
+    assert (await cloud.member.delete(path)).status_code == 204
+
+
+async def test_instantiate_requests_are_checked(cloud: Cloud) -> None:
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member)
+    path = f"{LCM}/vnf_instances/{inst['id']}/instantiate"
+    await refused(cloud.member, "POST", path, 400, "flavourId",
+                  json={**body(net["id"]), "flavourId": "gold"})  # fmt: skip
+    await refused(cloud.member, "POST", path, 400, "extVirtualLinks",
+                  json={**body(net["id"]), "extVirtualLinks": []})  # fmt: skip
+    await refused(cloud.member, "POST", path, 400, "additionalParams",
+                  json={"flavourId": "default"})  # fmt: skip
+    resp = await cloud.member.post(path, json=body(net["id"], site="edge-zz"))
+    assert resp.status_code == 404
+    await refused(cloud.member, "POST", path, 409, "extVirtualLinks[0].resourceId",
+                  json=body(net["id"], site="edge-b"))  # fmt: skip
+    other = await network(cloud.other, name="theirs")
+    resp = await cloud.member.post(path, json=body(other["id"]))
+    assert resp.status_code == 404
+    resp = await cloud.other.post(path, json=body(other["id"]))
+    assert resp.status_code == 404  # another project's instance
+    term = f"{LCM}/vnf_instances/{inst['id']}/terminate"
+    await refused(cloud.member, "POST", term, 409, "instantiationState",
+                  json={"terminationType": "FORCEFUL"})  # fmt: skip
+    await refused(cloud.member, "POST", term, 400, "terminationType",
+                  json={"terminationType": "SOFT"})  # fmt: skip
+
+
+async def test_engine_resumes_from_the_store(cloud: Cloud, tmp_path: Path, monkeypatch) -> None:
+    """A new engine (central restarted) takes the PROCESSING operation further."""
+    from central.lcm.engine import LcmEngine
+
+    await add_image(cloud.member)
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member)
+    occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate",
+                      body(net["id"]))  # fmt: skip
+    tick(cloud, 2)
+    site_reports(cloud.app)
+    fresh = LcmEngine(cloud.app.extensions["skerry"])
+    fresh.tick()
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "COMPLETED"
