@@ -170,6 +170,17 @@ class LcmEngine:
             "JOIN servers s ON s.id = r.resource_id WHERE r.kind = 'server' AND r.op_id = ?",
             (op["id"],),
         )
+        for kind, table in (("network", "networks"), ("port", "ports")):
+            bad = store.one(
+                f"SELECT t.id, t.reason, r.descriptor_name FROM vnf_resources r JOIN {table} t "
+                "ON t.id = r.resource_id WHERE r.kind = ? AND r.op_id = ? AND t.status = 'ERROR'",
+                (kind, op["id"]),
+            )
+            if bad is not None:
+                detail = f"{kind} {bad['id']} ({bad['descriptor_name']}) is in ERROR"
+                with store.transaction():
+                    fail_temp(store, op, f"{detail}: {bad['reason'] or 'no reason given'}")
+                return
         broken = [s for s in servers if s["status"] == "ERROR"]
         if broken:
             s = broken[0]

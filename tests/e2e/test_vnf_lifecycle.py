@@ -93,7 +93,7 @@ def test_vrouter_instantiate_and_terminate(
     cluster: LocalCluster, sites: list[str], tiny_disk: Path
 ) -> None:
     site = sites[0]
-    add_site(cluster, site)
+    add_site(cluster, site, tunnel_local_ip="127.0.0.1")  # the VLs are VXLAN networks
     cluster.upload_image("tiny-disk", tiny_disk, "qcow2")
     before = central_counts(cluster)
     net = uplink(cluster, site)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from central import orchestrator
 from tests.unit.identity_support import make_app, ok, store_of
 from tests.unit.lcm_support import (
     LCM,
@@ -196,6 +197,30 @@ async def test_missing_image_fails_temp_then_retry_rollback_fail(cloud: Cloud) -
     occ = await op(cloud.member, occ["id"])
     assert occ["operationState"] == "FAILED_TEMP"
     assert "is in ERROR: no VF left on physnet x" in occ["error"]["detail"]
+    # Retried: the failed attempt's resources go, new ones are made; a VL the site
+    # cannot make fails it too.
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/retry")
+    assert (await op(cloud.member, occ["id"]))["error"] is None
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED"  # everything reported running
+    store = store_of(cloud.app)
+    assert len(store.query("SELECT id FROM servers")) == 2  # the first attempt's went
+    occ = await start(cloud.member, f"{path}/terminate", {"terminationType": "FORCEFUL"})
+    assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
+    occ = await start(cloud.member, f"{path}/instantiate", body(net["id"]))
+    tick(cloud, 2)
+    generation, doc = document(cloud.app)
+    vl = (
+        doc["networks"][0]["id"]
+        if doc["networks"][0]["id"] != net["id"]
+        else doc["networks"][1]["id"]
+    )
+    report = {"networks": {vl: {"state": "error", "reason": "no tunnel"}}}
+    orchestrator.apply_status(store, "edge-a", generation, report)
+    tick(cloud)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "FAILED_TEMP"
+    assert f"network {vl}" in occ["error"]["detail"] and "no tunnel" in occ["error"]["detail"]
     await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
     assert (await op(cloud.member, occ["id"]))["operationState"] == "ROLLING_BACK"
     for action in ("retry", "rollback", "fail"):
