@@ -357,7 +357,7 @@ async def test_openapi_lists_exactly_the_v1_routes(client, app: Quart) -> None:
     routes = {
         (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method)
         for rule in app.url_map.iter_rules()
-        if rule.rule.startswith("/v1/") or rule.rule == "/v1"
+        if rule.rule.startswith(("/v1/", "/vnflcm/", "/vnfpkgm/")) or rule.rule == "/v1"
         for method in rule.methods
         if method not in ("HEAD", "OPTIONS")
     }
