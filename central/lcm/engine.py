@@ -25,7 +25,7 @@ from central.api.services import Services
 from central.lcm import resources
 from central.lcm.catalog import mark_in_use, resolve_vnfd
 from central.lcm.plan import plan_instantiate
-from central.lcm.records import fail_temp, move, params
+from central.lcm.records import advance, fail_temp, params
 from central.store import Store, dumps, now
 from central.vnfd import Vnfd
 
@@ -94,7 +94,7 @@ class LcmEngine:
         if state == "STARTING":
             first = "create" if kind == "INSTANTIATE" else "stop"
             with store.transaction():
-                move(store, op["id"], "PROCESSING", phase=first, deadline=None)
+                advance(store, op, "PROCESSING", phase=first, deadline=None)
             return
         if state == "ROLLING_BACK":
             self._remove(op, "op_id", op["id"], lambda tags: self._rolled_back(op, tags))
@@ -129,7 +129,7 @@ class LcmEngine:
 
     def _cleanup(self, op: dict[str, Any]) -> None:
         def then(_tags: list[dict[str, Any]]) -> None:
-            move(self.svc.store, op["id"], "PROCESSING", phase="create")
+            advance(self.svc.store, op, "PROCESSING", phase="create")
 
         self._remove(op, "op_id", op["id"], then)
 
@@ -151,9 +151,9 @@ class LcmEngine:
         warnings = resources.create(self.svc, op, plan, instance["project_id"])
         tags = resources.tagged(store, "op_id", op["id"])
         with store.transaction():
-            move(
+            advance(
                 store,
-                op["id"],
+                op,
                 "PROCESSING",
                 phase="wait",
                 deadline=self._deadline(),
@@ -206,7 +206,7 @@ class LcmEngine:
                         "updated_at": now(),
                     },
                 )
-                move(store, op["id"], "COMPLETED", phase="")
+                advance(store, op, "COMPLETED", phase="")
                 self.in_use(store, package, True)
             log.info("lcm op %s: instance %s INSTANTIATED", op["id"], instance["id"])
             return
@@ -232,7 +232,7 @@ class LcmEngine:
             elif not stopped and now() < op["deadline"]:
                 return
         with store.transaction():
-            move(store, op["id"], "PROCESSING", phase="delete", deadline=None)
+            advance(store, op, "PROCESSING", phase="delete", deadline=None)
 
     def _delete(self, op: dict[str, Any]) -> None:
         def then(tags: list[dict[str, Any]]) -> None:
@@ -251,7 +251,7 @@ class LcmEngine:
                 },
             )
             changes = resources.dumps_changes(resources.changes(tags, "REMOVED"))
-            move(store, op["id"], "COMPLETED", phase="", resource_changes=changes)
+            advance(store, op, "COMPLETED", phase="", resource_changes=changes)
             self.in_use(store, instance["package_id"], False)
 
         self._remove(op, "vnf_instance_id", op["vnf_instance_id"], then)
@@ -260,7 +260,7 @@ class LcmEngine:
 
     def _rolled_back(self, op: dict[str, Any], tags: list[dict[str, Any]]) -> None:
         changes = resources.dumps_changes(resources.changes(tags, "REMOVED"))
-        move(self.svc.store, op["id"], "ROLLED_BACK", phase="", resource_changes=changes)
+        advance(self.svc.store, op, "ROLLED_BACK", phase="", resource_changes=changes)
 
     def _remove(
         self,

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from central.lcm.states import IllegalMove, finished
+from central.lcm.states import IllegalMove, engine_move, finished
 from central.store import Store, dumps, now
 
 
@@ -63,14 +63,32 @@ def move(store: Store, op_id: str, state: str, **fields: Any) -> None:
     )
 
 
+def advance(store: Store, op: dict[str, Any], state: str, **fields: Any) -> None:
+    """The engine's move of ``op`` (as it read it) to ``state``, or a phase change inside
+    its state; IllegalMove when the state machine has no such move."""
+    if state == op["operation_state"]:
+        store.db["vnf_lcm_op_occs"].update(op["id"], fields)
+    else:
+        move(store, op["id"], engine_move(op["operation_state"], state), **fields)
+
+
 def fail_temp(store: Store, op: dict[str, Any], detail: str, status: int = 409) -> None:
     """FAILED_TEMP with a ProblemDetails naming the cause."""
     error = {"status": status, "title": "operation failed", "detail": detail[:2000]}
-    move(store, op["id"], "FAILED_TEMP", error=json.dumps(error))
+    advance(store, op, "FAILED_TEMP", error=json.dumps(error))
 
 
 def params(op: dict[str, Any]) -> dict[str, Any]:
     return json.loads(op["operation_params"] or "{}")
 
 
-__all__ = ["Busy", "IllegalMove", "current_op", "fail_temp", "move", "params", "start_op"]
+__all__ = [
+    "Busy",
+    "IllegalMove",
+    "advance",
+    "current_op",
+    "fail_temp",
+    "move",
+    "params",
+    "start_op",
+]

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from central import orchestrator
+from central.vnfd import load_vnfd
 from tests.unit.identity_support import make_app, ok, store_of
 from tests.unit.lcm_support import (
     LCM,
+    TEMPLATES,
     VROUTER,
     add_image,
     counts,
@@ -283,3 +285,96 @@ async def test_engine_resumes_from_the_store(cloud: Cloud, tmp_path: Path, monke
     fresh = LcmEngine(cloud.app.extensions["skerry"])
     fresh.tick()
     assert (await op(cloud.member, occ["id"]))["operationState"] == "COMPLETED"
+
+
+async def test_vfirewall_large_says_what_anti_affinity_it_cannot_honour(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    outside = await uplink(cloud)
+    vnfd = load_vnfd(TEMPLATES / "vfirewall")
+    inst = await create_instance(cloud.member, vnfd.id, vnfInstanceName="fw")
+    link = {"id": "o", "resourceId": outside["id"], "extCps": [{"cpdId": "outside"}]}
+    req = {"flavourId": "default", "instantiationLevelId": "large", "extVirtualLinks": [link],
+           "additionalParams": {"site": "edge-a"}}  # fmt: skip
+    occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate", req)
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    assert len(occ["warnings"]) == 1 and "filters_apart" in occ["warnings"][0]
+    info = (await ok(await cloud.member.get(f"{LCM}/vnf_instances/{inst['id']}")))[
+        "instantiatedVnfInfo"
+    ]
+    assert sorted(v["vduId"] for v in info["vnfcResourceInfo"]) == ["filter"] * 3 + ["manager"]
+    assert info["instantiationLevelId"] == "large"
+
+
+async def test_dns_cache_volume_attached_then_removed(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    clients = await uplink(cloud)
+    before = counts(cloud.app)
+    vnfd = load_vnfd(TEMPLATES / "dns-cache")
+    inst = await create_instance(cloud.member, vnfd.id)
+    link = {"id": "c", "resourceId": clients["id"], "extCps": [{"cpdId": "clients"}]}
+    req = {
+        "flavourId": "default",
+        "extVirtualLinks": [link],
+        "additionalParams": {"site": "edge-a"},
+    }
+    occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate", req)
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    (storage,) = occ["resourceChanges"]["affectedVirtualStorages"]
+    assert storage["virtualStorageDescId"] == "cache_volume"
+    volume = await ok(await cloud.member.get(f"/v1/volumes/{storage['id']}"))
+    (vnfc,) = occ["resourceChanges"]["affectedVnfcs"]
+    assert volume["server_id"] == vnfc["id"] and volume["boot"] is False
+    assert volume["size_gb"] == 1
+    # GRACEFUL: the server is asked to stop first; deleted once SHUTOFF.
+    path = f"{LCM}/vnf_instances/{inst['id']}/terminate"
+    occ = await start(cloud.member, path, {"terminationType": "GRACEFUL",
+                                           "gracefulTerminationTimeout": 600})  # fmt: skip
+    tick(cloud, 3)
+    server = await ok(await cloud.member.get(f"/v1/servers/{vnfc['id']}"))
+    assert server["power"] == "stopped" and server["status"] == "ACTIVE"
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "PROCESSING"
+    site_reports(cloud.app, state="shutoff")
+    tick(cloud, 2)  # on to deleting, then delete
+    assert (await ok(await cloud.member.get(f"/v1/servers/{vnfc['id']}")))["status"] == "DELETING"
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    assert counts(cloud.app) == before
+
+
+async def test_upf_direct_ports_on_a_site_without_vfs_fail_temp(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    net = await uplink(cloud)
+    before = counts(cloud.app)
+    vnfd = load_vnfd(TEMPLATES / "upf")
+    inst = await create_instance(cloud.member, vnfd.id)
+    links = [{"id": n, "resourceId": net["id"], "extCps": [{"cpdId": n}]} for n in ("n3", "n6")]
+    req = {"flavourId": "default", "extVirtualLinks": links, "additionalParams": {"site": "edge-a"}}
+    occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate", req)
+    tick(cloud, 2)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "FAILED_TEMP"
+    assert "vnic_type 'direct' needs a network with a physnet" in occ["error"]["detail"]
+    assert counts(cloud.app) == before
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
+    assert (await settle(cloud, occ["id"]))["operationState"] == "ROLLED_BACK"
+
+
+async def test_timeout_fails_temp_saying_what_it_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(tmp_path, monkeypatch, lcm_poll_s=3600.0, lcm_timeout_s=1e-6)
+    async with app.test_app():
+        cloud = await make_cloud(app)
+        await add_image(cloud.member)
+        net = await uplink(cloud)
+        inst = await create_instance(cloud.member)
+        occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate",
+                          body(net["id"]))  # fmt: skip
+        tick(cloud, 3)  # create, then the (already passed) deadline
+        occ = await op(cloud.member, occ["id"])
+        assert occ["operationState"] == "FAILED_TEMP"
+        assert occ["error"]["status"] == 504
+        assert "waiting for servers ACTIVE" in occ["error"]["detail"]
+        assert "BUILD" in occ["error"]["detail"]
