@@ -5,6 +5,7 @@ FAILED_TEMP with its cause, and its rollback leaves nothing behind."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,9 @@ def test_instantiate_that_cannot_complete_is_rolled_back(
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     occ = instantiate(cluster, inst["id"], site, {"clients": net["id"]})
+    # central dies with the operation unfinished; restarted, it takes it further.
+    cluster.kill_central(signal.SIGKILL)
+    cluster.start_central()
     occ = wait_op(cluster, occ["id"], "FAILED_TEMP", timeout=180)
     assert "is in ERROR" in occ["error"]["detail"], occ["error"]
     assert "sha256 mismatch" in occ["error"]["detail"], occ["error"]
@@ -173,3 +177,13 @@ def test_instantiate_that_cannot_complete_is_rolled_back(
     shown = cluster.client.get(f"{LCM}/vnf_instances/{inst['id']}")
     assert shown["instantiationState"] == "NOT_INSTANTIATED"
     cluster.client.delete(f"{LCM}/vnf_instances/{inst['id']}")
+
+    # A flavour with direct (SR-IOV) ports at a site without VFs: refused at central.
+    upf = load_vnfd(REPO / "vnf-templates" / "upf")
+    inst = cluster.client.post(f"{LCM}/vnf_instances", {"vnfdId": upf.id})
+    occ = instantiate(cluster, inst["id"], site, {"n3": net["id"], "n6": net["id"]})
+    occ = wait_op(cluster, occ["id"], "FAILED_TEMP", timeout=60)
+    assert "vnic_type 'direct'" in occ["error"]["detail"], occ["error"]
+    cluster.client.post(f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
+    wait_op(cluster, occ["id"], "ROLLED_BACK", timeout=60)
+    assert central_counts(cluster) == before
