@@ -22,11 +22,12 @@ from central.api.sites import get_site
 from central.api.vnflcm_models import (
     CreateVnfRequest,
     InstantiateVnfRequest,
+    ScaleVnfRequest,
     TerminateVnfRequest,
 )
 from central.lcm.catalog import VnfdNotFound
 from central.lcm.engine import LcmEngine
-from central.lcm.plan import PlanError, plan_instantiate
+from central.lcm.plan import PlanError, plan_instantiate, scale_target
 from central.lcm.records import Busy, current_op, move, start_op
 from central.lcm.states import IllegalMove, after_request
 from central.store import now
@@ -115,6 +116,7 @@ def instance_view(row: dict[str, Any]) -> dict[str, Any]:
             "self": {"href": here},
             "instantiate": {"href": f"{here}/instantiate"},
             "terminate": {"href": f"{here}/terminate"},
+            "scale": {"href": f"{here}/scale"},
         },
     }
     if row["instantiation_state"] == "INSTANTIATED":
@@ -314,6 +316,27 @@ async def terminate(instance_id: str, data: TerminateVnfRequest):  # type: ignor
     return _start(row, "TERMINATE", data.model_dump(exclude_none=True))
 
 
+@bp.post("/vnf_instances/<instance_id>/scale")
+@writer
+@validate_request(ScaleVnfRequest)
+async def scale(instance_id: str, data: ScaleVnfRequest):  # type: ignore[no-untyped-def]
+    """Scale an aspect out or in by steps: 202 and the occurrence's ``Location``; 400 when
+    the aspect is unknown or the level would leave 0..max, 409 when NOT_INSTANTIATED or
+    busy."""
+    row = get_instance(instance_id)
+    if row["instantiation_state"] != "INSTANTIATED":
+        raise conflict("the VNF instance is NOT_INSTANTIATED", field="instantiationState")
+    vnfd, _package = _resolve(row["vnfd_id"], row["project_id"])
+    status = {s["aspectId"]: s["scaleLevel"] for s in json.loads(row["scale_status"] or "[]")}
+    try:
+        flavour = vnfd.flavours[row["flavour_id"]]
+        current = status.get(data.aspectId, 0)
+        scale_target(flavour, data.aspectId, current, data.type, data.numberOfSteps)
+    except PlanError as exc:
+        raise invalid(exc.field, exc.message) from None
+    return _start(row, "SCALE", data.model_dump())
+
+
 # -- operation occurrences -----------------------------------------------------------------
 
 
@@ -344,13 +367,17 @@ def _request(op_id: str, request: str):  # type: ignore[no-untyped-def]
     with store.transaction():
         fresh = store.one("SELECT * FROM vnf_lcm_op_occs WHERE id = ?", (op_id,)) or row
         try:
-            target = after_request(fresh["operation_state"], request, fresh["operation"])
+            kind = fresh["operation"]
+            if kind == "SCALE" and json.loads(fresh["operation_params"]).get("type") == "SCALE_IN":
+                kind = "SCALE_IN"
+            target = after_request(fresh["operation_state"], request, kind)
         except IllegalMove as exc:
             raise conflict(str(exc), field="operationState") from None
         fields: dict[str, Any] = {"deadline": None}
         if request == "retry":
-            # A retried instantiate first removes what the failed attempt made.
-            fields["phase"] = "cleanup" if fresh["operation"] == "INSTANTIATE" else fresh["phase"]
+            # A retried instantiate or scale-out first removes what the failed attempt made.
+            again = fresh["operation"] in ("INSTANTIATE", "SCALE") and kind != "SCALE_IN"
+            fields["phase"] = "cleanup" if again else fresh["phase"]
             fields["error"] = None
         elif request == "rollback":
             fields["phase"] = "remove"

@@ -45,3 +45,9 @@ class InstantiateVnfRequest(Strict):
 class TerminateVnfRequest(Strict):
     terminationType: Literal["FORCEFUL", "GRACEFUL"]
     gracefulTerminationTimeout: int | None = Field(default=None, ge=0, le=3600)
+
+
+class ScaleVnfRequest(Strict):
+    type: Literal["SCALE_OUT", "SCALE_IN"]
+    aspectId: str = Field(min_length=1, max_length=128)
+    numberOfSteps: int = Field(default=1, ge=1, le=100)

@@ -24,7 +24,12 @@ from typing import Any
 from central.api.services import Services
 from central.lcm import resources
 from central.lcm.catalog import mark_in_use, resolve_vnfd
-from central.lcm.plan import plan_instantiate
+from central.lcm.plan import (
+    initial_scale_status,
+    plan_instantiate,
+    plan_scale_in,
+    plan_scale_out,
+)
 from central.lcm.records import advance, fail_temp, params
 from central.store import Store, dumps, now
 from central.vnfd import Vnfd
@@ -92,7 +97,9 @@ class LcmEngine:
         store = self.svc.store
         state, kind = op["operation_state"], op["operation"]
         if state == "STARTING":
-            first = "create" if kind == "INSTANTIATE" else "stop"
+            first = {"INSTANTIATE": "create", "TERMINATE": "stop"}.get(kind, "")
+            if kind == "SCALE":
+                first = "create" if params(op)["type"] == "SCALE_OUT" else "select"
             with store.transaction():
                 advance(store, op, "PROCESSING", phase=first, deadline=None)
             return
@@ -103,6 +110,10 @@ class LcmEngine:
             {"cleanup": self._cleanup, "create": self._create, "wait": self._wait}[op["phase"]](op)
         elif kind == "TERMINATE":
             {"stop": self._stop, "delete": self._delete}[op["phase"]](op)
+        elif kind == "SCALE":
+            phases = {"cleanup": self._cleanup, "create": self._scale_out, "wait": self._wait}
+            phases.update(select=self._select, remove=self._scale_in)
+            phases[op["phase"]](op)
         else:
             with store.transaction():
                 fail_temp(store, op, f"operation {kind} is not supported yet", 501)
@@ -189,6 +200,10 @@ class LcmEngine:
                 fail_temp(store, op, f"{detail}: {s['reason'] or 'no reason given'}")
             return
         if all(s["status"] == "ACTIVE" for s in servers):
+            if op["operation"] == "SCALE":
+                with store.transaction():
+                    self._scaled(op)
+                return
             request = params(op)
             instance = self._instance(op)
             _vnfd, package = self.resolve(store, instance["vnfd_id"], instance["project_id"])
@@ -202,6 +217,15 @@ class LcmEngine:
                         "site": request["additionalParams"]["site"],
                         "vnf_state": "STARTED",
                         "ext_links": dumps(request.get("extVirtualLinks") or []),
+                        "scale_status": dumps(
+                            [
+                                {"aspectId": a, "scaleLevel": n}
+                                for a, n in initial_scale_status(
+                                    _vnfd.flavours[request["flavourId"]],
+                                    request.get("instantiationLevelId"),
+                                ).items()
+                            ]
+                        ),
                         "package_id": package,
                         "updated_at": now(),
                     },
@@ -214,6 +238,91 @@ class LcmEngine:
             f"{s['name']} {s['status']}" for s in servers if s["status"] != "ACTIVE"
         )
         self._timed_out(op, f"servers ACTIVE ({waiting})")
+
+    # -- SCALE --------------------------------------------------------------------------------
+
+    def _scale_context(self, op: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, int]]:
+        instance = self._instance(op)
+        vnfd, _package = self.resolve(self.svc.store, instance["vnfd_id"], instance["project_id"])
+        status = {s["aspectId"]: s["scaleLevel"] for s in json.loads(instance["scale_status"])}
+        return instance, vnfd, status
+
+    def _levels(self, op: dict[str, Any], status: dict[str, int]) -> tuple[int, int]:
+        request = params(op)
+        current = status.get(request["aspectId"], 0)
+        steps = int(request.get("numberOfSteps") or 1)
+        return current, current + steps if request["type"] == "SCALE_OUT" else current - steps
+
+    def _scale_out(self, op: dict[str, Any]) -> None:
+        store = self.svc.store
+        instance, vnfd, status = self._scale_context(op)
+        existing = {
+            vdu: [i for i, _ in pairs]
+            for vdu, pairs in resources.instance_servers(store, instance["id"]).items()
+        }
+        plan = plan_scale_out(
+            vnfd,
+            instance["flavour_id"],
+            params(op)["aspectId"],
+            self._levels(op, status),
+            existing,
+            instance["site"],
+            json.loads(instance["ext_links"]),
+            instance["id"],
+            instance["name"] or f"vnf-{instance['id'][:8]}",
+        )
+        vls = {
+            t["descriptor_name"]: t["resource_id"]
+            for t in resources.tagged(store, "vnf_instance_id", instance["id"])
+            if t["kind"] == "network"
+        }
+        warnings = resources.create(self.svc, op, plan, instance["project_id"], vls)
+        tags = resources.tagged(store, "op_id", op["id"])
+        with store.transaction():
+            advance(
+                store,
+                op,
+                "PROCESSING",
+                phase="wait",
+                deadline=self._deadline(),
+                warnings=json.dumps(warnings),
+                resource_changes=resources.dumps_changes(resources.changes(tags, "ADDED")),
+            )
+
+    def _select(self, op: dict[str, Any]) -> None:
+        """Scale-in, first step: which servers go (the newest of each VDU), with their
+        ports and volumes, recorded as the operation's REMOVED changes."""
+        store = self.svc.store
+        instance, vnfd, status = self._scale_context(op)
+        servers = resources.instance_servers(store, instance["id"])
+        victims = plan_scale_in(
+            vnfd.flavours[instance["flavour_id"]],
+            params(op)["aspectId"],
+            self._levels(op, status),
+            {vdu: [i for i, _ in pairs] for vdu, pairs in servers.items()},
+        )
+        ids = [sid for vdu, idx in victims.items() for i, sid in servers[vdu] if i in idx]
+        tags = resources.server_tags(store, ids)
+        with store.transaction():
+            changes = resources.dumps_changes(resources.changes(tags, "REMOVED"))
+            advance(store, op, "PROCESSING", phase="remove", resource_changes=changes)
+
+    def _scale_in(self, op: dict[str, Any]) -> None:
+        changes = json.loads(op["resource_changes"] or "{}")
+        only = {c["id"] for group in changes.values() for c in group}
+        self._remove(
+            op, "vnf_instance_id", op["vnf_instance_id"], lambda _t: self._scaled(op), only
+        )
+
+    def _scaled(self, op: dict[str, Any]) -> None:
+        """The instance's scale status after a scale that completed (inside a transaction)."""
+        instance, _vnfd, status = self._scale_context(op)
+        status[params(op)["aspectId"]] = self._levels(op, status)[1]
+        scale = [{"aspectId": a, "scaleLevel": n} for a, n in sorted(status.items())]
+        self.svc.store.db["vnf_instances"].update(
+            instance["id"], {"scale_status": dumps(scale), "updated_at": now()}
+        )
+        advance(self.svc.store, op, "COMPLETED", phase="")
 
     # -- TERMINATE ----------------------------------------------------------------------------
 
@@ -268,11 +377,14 @@ class LcmEngine:
         column: str,
         value: str,
         then: Callable[[list[dict[str, Any]]], None],
+        only: set[str] | None = None,
     ) -> None:
-        """One removal step of the tagged resources; ``then(tags)`` (inside the
-        transaction that forgets the tags) once they are all gone."""
+        """One removal step of the tagged resources (``only`` those ids, when given);
+        ``then(tags)`` (inside the transaction that forgets the tags) once all are gone."""
         store = self.svc.store
         tags = resources.tagged(store, column, value)
+        if only is not None:
+            tags = [t for t in tags if t["resource_id"] in only]
         done, _gone = resources.remove_step(self.svc, tags)
         if not done:
             if op["deadline"] is None:

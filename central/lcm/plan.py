@@ -200,6 +200,74 @@ def plan_instantiate(
     return Plan(site=site, networks=networks, servers=tuple(servers), warnings=tuple(warnings))
 
 
+def initial_scale_status(flavour: Flavour, level_id: str | None) -> dict[str, int]:
+    """Aspect id -> scale level right after instantiation at ``level_id``."""
+    lvl = flavour.levels.get(level_id or flavour.default_level or "")
+    given = lvl.scale_levels if lvl is not None else {}
+    return {aspect: given.get(aspect, 0) for aspect in sorted(flavour.aspects)}
+
+
+def scale_target(flavour: Flavour, aspect_id: str, current: int, kind: str, steps: int) -> int:
+    """The aspect's scale level after ``steps`` of ``kind`` (SCALE_OUT / SCALE_IN) from
+    ``current``; PlanError naming the field when it leaves 0..max_scale_level."""
+    aspect = flavour.aspects.get(aspect_id)
+    if aspect is None:
+        known = ", ".join(sorted(flavour.aspects)) or "none"
+        raise PlanError("aspectId", f"aspect {aspect_id!r} is not in flavour {flavour.id!r} "
+                        f"(it has: {known})")  # fmt: skip
+    target = current + steps if kind == "SCALE_OUT" else current - steps
+    if not 0 <= target <= aspect.max_scale_level:
+        raise PlanError(
+            "numberOfSteps",
+            f"aspect {aspect_id!r} is at level {current}; {kind} by {steps} would reach "
+            f"{target}, outside 0..{aspect.max_scale_level}",
+        )
+    return target
+
+
+def plan_scale_out(
+    vnfd: Vnfd,
+    flavour_id: str,
+    aspect_id: str,
+    levels: tuple[int, int],
+    existing: dict[str, list[int]],
+    site: str,
+    ext_links: list[dict[str, Any]],
+    instance_id: str,
+    instance_name: str,
+) -> Plan:
+    """The servers a scale-out from ``levels[0]`` to ``levels[1]`` adds (on the instance's
+    existing VL networks); ``existing``: VDU -> the indices of its servers now."""
+    flavour = vnfd.flavours[flavour_id]
+    aspect = flavour.aspects[aspect_id]
+    external = map_external(flavour, ext_links)
+    prefix = resource_name(instance_name)
+    servers = []
+    counts = {vdu: len(existing.get(vdu, [])) for vdu in flavour.vdus}
+    for vdu_name in flavour.vdus:
+        added = aspect.instances_added(vdu_name, *levels)
+        first = max(existing.get(vdu_name, []), default=-1) + 1
+        for index in range(first, first + added):
+            servers.append(_server(flavour, vdu_name, index, prefix, external, instance_id))
+        counts[vdu_name] += added
+    warnings = _anti_affinity(flavour, counts, site)
+    return Plan(site=site, networks=(), servers=tuple(servers), warnings=tuple(warnings))
+
+
+def plan_scale_in(
+    flavour: Flavour, aspect_id: str, levels: tuple[int, int], existing: dict[str, list[int]]
+) -> dict[str, list[int]]:
+    """VDU -> the indices of the servers a scale-in from ``levels[0]`` down to
+    ``levels[1]`` removes: the newest (highest index) first."""
+    aspect = flavour.aspects[aspect_id]
+    out = {}
+    for vdu_name in flavour.vdus:
+        removed = aspect.instances_added(vdu_name, levels[1], levels[0])
+        if removed:
+            out[vdu_name] = sorted(existing.get(vdu_name, []))[-removed:]
+    return out
+
+
 def _server(
     flavour: Flavour,
     vdu_name: str,

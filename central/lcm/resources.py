@@ -68,10 +68,17 @@ def _external_network(store: Store, network_id: str, project_id: str, site: str)
     return row
 
 
-def create(svc: Services, op: dict[str, Any], plan: Plan, project_id: str) -> list[str]:
+def create(
+    svc: Services,
+    op: dict[str, Any],
+    plan: Plan,
+    project_id: str,
+    existing_vls: dict[str, str] | None = None,
+) -> list[str]:
     """Record every resource of ``plan`` at its site in one change (all or nothing): the
-    site gets them with its next document. Returns the warnings of what was not done as
-    asked. Raises Refusal / ApiError / ValueError (pydantic) with the cause."""
+    site gets them with its next document. ``existing_vls``: VL -> network id of the
+    instance's VLs made before (a scale-out). Returns the warnings of what was not done
+    as asked. Raises Refusal / ApiError / ValueError (pydantic) with the cause."""
     site = plan.site
     vni = (svc.config.vxlan_vni_min, svc.config.vxlan_vni_max)
     warnings = list(plan.warnings)
@@ -79,7 +86,9 @@ def create(svc: Services, op: dict[str, Any], plan: Plan, project_id: str) -> li
         images = {
             s.name: image_id(store, s.image, project_id, f"VDU {s.vdu!r}") for s in plan.servers
         }
-        vl_networks: dict[str, dict[str, Any]] = {}
+        vl_networks = {
+            vl: dict(store.db["networks"].get(nid)) for vl, nid in (existing_vls or {}).items()
+        }
         for net in plan.networks:
             if net.segmentation != "vxlan":
                 warnings.append(f"VL {net.vl!r} asks for {net.segmentation}; it gets vxlan")
@@ -168,6 +177,33 @@ def _exists(store: Store, kind: str, rid: str) -> dict[str, Any] | None:
     table = {"server": "servers", "port": "ports", "volume": "volumes"}
     table.update(subnet="subnets", network="networks")
     return store.one(f"SELECT * FROM {table[kind]} WHERE id = ?", (rid,))
+
+
+def instance_servers(store: Store, instance_id: str) -> dict[str, list[tuple[int, str]]]:
+    """VDU -> (index, server id) of the instance's servers (the index ends the name)."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for row in store.query(
+        "SELECT r.descriptor_name, s.id, s.name FROM vnf_resources r JOIN servers s "
+        "ON s.id = r.resource_id WHERE r.kind = 'server' AND r.vnf_instance_id = ?",
+        (instance_id,),
+    ):
+        tail = row["name"].rsplit("-", 1)[-1]
+        out.setdefault(row["descriptor_name"], []).append(
+            (int(tail) if tail.isdigit() else 0, row["id"])
+        )
+    return {vdu: sorted(pairs) for vdu, pairs in out.items()}
+
+
+def server_tags(store: Store, server_ids: list[str]) -> list[dict[str, Any]]:
+    """The tags of these servers and of the ports and volumes attached to them."""
+    tags = []
+    for sid in server_ids:
+        ids = [sid]
+        ids += [r["id"] for r in store.query("SELECT id FROM ports WHERE server_id = ?", (sid,))]
+        ids += [r["id"] for r in store.query("SELECT id FROM volumes WHERE server_id = ?", (sid,))]
+        for rid in ids:
+            tags += store.query("SELECT * FROM vnf_resources WHERE resource_id = ?", (rid,))
+    return tags
 
 
 def stop_servers(svc: Services, tags: list[dict[str, Any]]) -> bool:

@@ -33,8 +33,9 @@ ENGINE_MOVES: dict[str, frozenset[str]] = {
     "PROCESSING": frozenset({"COMPLETED", "FAILED_TEMP"}),
     "ROLLING_BACK": frozenset({"ROLLED_BACK", "FAILED_TEMP"}),
 }
-# Operations that cannot be rolled back (SOL 003: terminate is retried or failed).
-NO_ROLLBACK = frozenset({"TERMINATE"})
+# Operations that cannot be rolled back (what they removed does not come back):
+# retried or failed instead.
+NO_ROLLBACK = frozenset({"TERMINATE", "SCALE_IN"})
 
 
 class IllegalMove(Exception):

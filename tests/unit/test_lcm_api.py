@@ -378,3 +378,82 @@ async def test_timeout_fails_temp_saying_what_it_waited_for(
         assert occ["error"]["status"] == 504
         assert "waiting for servers ACTIVE" in occ["error"]["detail"]
         assert "BUILD" in occ["error"]["detail"]
+
+
+async def server_names(cloud: Cloud, info: dict[str, Any]) -> list[str]:
+    names = []
+    for vnfc in info["vnfcResourceInfo"]:
+        names.append((await ok(await cloud.member.get(f"/v1/servers/{vnfc['id']}")))["name"])
+    return sorted(names)
+
+
+async def test_vfirewall_scales_out_and_in(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    outside = await uplink(cloud)
+    vnfd = load_vnfd(TEMPLATES / "vfirewall")
+    inst = await create_instance(cloud.member, vnfd.id, vnfInstanceName="fw")
+    path = f"{LCM}/vnf_instances/{inst['id']}"
+    link = {"id": "o", "resourceId": outside["id"], "extCps": [{"cpdId": "outside"}]}
+    req = {"flavourId": "default", "extVirtualLinks": [link],
+           "additionalParams": {"site": "edge-a"}}  # fmt: skip
+    await refused(cloud.member, "POST", f"{path}/scale", 409, "instantiationState",
+                  json={"type": "SCALE_OUT", "aspectId": "filter_instances"})  # fmt: skip
+    occ = await start(cloud.member, f"{path}/instantiate", req)
+    assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
+    shown = await ok(await cloud.member.get(path))
+    assert shown["instantiatedVnfInfo"]["scaleStatus"] == [
+        {"aspectId": "filter_instances", "scaleLevel": 0}
+    ]
+    before = counts(cloud.app)
+    await refused(cloud.member, "POST", f"{path}/scale", 400, "numberOfSteps",
+                  json={"type": "SCALE_IN", "aspectId": "filter_instances"})  # fmt: skip
+    await refused(cloud.member, "POST", f"{path}/scale", 400, "aspectId",
+                  json={"type": "SCALE_OUT", "aspectId": "cpu"})  # fmt: skip
+    occ = await start(
+        cloud.member,
+        f"{path}/scale",
+        {"type": "SCALE_OUT", "aspectId": "filter_instances", "numberOfSteps": 2},
+    )
+    occ = await settle(cloud, occ["id"])
+    assert occ["operation"] == "SCALE" and occ["operationState"] == "COMPLETED", occ
+    added = occ["resourceChanges"]["affectedVnfcs"]
+    assert [c["vduId"] for c in added] == ["filter", "filter"]
+    assert counts(cloud.app)["servers"] == before["servers"] + 2
+    assert counts(cloud.app)["ports"] == before["ports"] + 4  # inside + outside each
+    assert len(occ["warnings"]) == 1  # three filters on one host
+    shown = await ok(await cloud.member.get(path))
+    info = shown["instantiatedVnfInfo"]
+    assert info["scaleStatus"] == [{"aspectId": "filter_instances", "scaleLevel": 2}]
+    names = await server_names(cloud, info)
+    assert names == ["fw-filter-0", "fw-filter-1", "fw-filter-2", "fw-manager-0"]
+
+    occ = await start(cloud.member, f"{path}/scale",
+                      {"type": "SCALE_IN", "aspectId": "filter_instances"})  # fmt: skip
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED", occ
+    (gone,) = occ["resourceChanges"]["affectedVnfcs"]
+    assert gone["changeType"] == "REMOVED" and gone["vduId"] == "filter"
+    assert counts(cloud.app)["servers"] == before["servers"] + 1
+    assert counts(cloud.app)["ports"] == before["ports"] + 2
+    info = (await ok(await cloud.member.get(path)))["instantiatedVnfInfo"]
+    assert info["scaleStatus"] == [{"aspectId": "filter_instances", "scaleLevel": 1}]
+    names = await server_names(cloud, info)
+    assert names == ["fw-filter-0", "fw-filter-1", "fw-manager-0"]
+
+    # A scale-out whose server fails is rolled back.
+    occ = await start(cloud.member, f"{path}/scale",
+                      {"type": "SCALE_OUT", "aspectId": "filter_instances"})  # fmt: skip
+    tick(cloud, 2)
+    new = (await op(cloud.member, occ["id"]))["resourceChanges"]["affectedVnfcs"][0]["id"]
+    site_reports(cloud.app, **{new: "boom"})
+    tick(cloud)
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "FAILED_TEMP"
+    await start(cloud.member, f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
+    assert (await settle(cloud, occ["id"]))["operationState"] == "ROLLED_BACK"
+    assert counts(cloud.app)["servers"] == before["servers"] + 1
+    info = (await ok(await cloud.member.get(path)))["instantiatedVnfInfo"]
+    assert info["scaleStatus"] == [{"aspectId": "filter_instances", "scaleLevel": 1}]
+
+    occ = await start(cloud.member, f"{path}/terminate", {"terminationType": "FORCEFUL"})
+    assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
+    assert counts(cloud.app) == {**EMPTY, "networks": 1, "subnets": 1}

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from central.lcm.plan import PlanError, plan_instantiate, resource_name
+from central.lcm.plan import (
+    PlanError,
+    initial_scale_status,
+    plan_instantiate,
+    plan_scale_in,
+    plan_scale_out,
+    resource_name,
+    scale_target,
+)
 from central.vnfd import load_vnfd
 from tests.unit.lcm_support import TEMPLATES
 
@@ -108,3 +116,33 @@ def test_resource_names_fit_server_names() -> None:
     assert resource_name("My VNF", "cache_volume", "0") == "My-VNF-cache-volume-0"
     assert len(resource_name("x" * 80, "vdu")) == 63
     assert resource_name("__") == "vnf"
+
+
+def test_scale_levels_and_bounds() -> None:
+    flavour = VFIREWALL.flavours["default"]
+    assert initial_scale_status(flavour, None) == {"filter_instances": 0}
+    assert initial_scale_status(flavour, "large") == {"filter_instances": 2}
+    assert scale_target(flavour, "filter_instances", 0, "SCALE_OUT", 2) == 2
+    assert scale_target(flavour, "filter_instances", 2, "SCALE_IN", 1) == 1
+    with pytest.raises(PlanError) as err:
+        scale_target(flavour, "filter_instances", 2, "SCALE_OUT", 1)
+    assert err.value.field == "numberOfSteps" and "outside 0..2" in err.value.message
+    with pytest.raises(PlanError) as err:
+        scale_target(flavour, "filter_instances", 0, "SCALE_IN", 1)
+    assert err.value.field == "numberOfSteps"
+    with pytest.raises(PlanError) as err:
+        scale_target(flavour, "cpu", 0, "SCALE_OUT", 1)
+    assert err.value.field == "aspectId" and "filter_instances" in err.value.message
+
+
+def test_scale_out_adds_after_the_newest_and_scale_in_takes_the_newest() -> None:
+    ext = [link("outside")]
+    existing = {"manager": [0], "filter": [0, 1]}
+    plan = plan_scale_out(VFIREWALL, "default", "filter_instances", (1, 2), existing, "s", ext,
+                          "i", "fw")  # fmt: skip
+    assert [(s.vdu, s.name) for s in plan.servers] == [("filter", "fw-filter-2")]
+    assert plan.networks == ()
+    assert "3 instances of filter" in plan.warnings[0]
+    gone = plan_scale_in(VFIREWALL.flavours["default"], "filter_instances", (2, 0),
+                         {"manager": [0], "filter": [0, 1, 2]})  # fmt: skip
+    assert gone == {"filter": [1, 2]}
