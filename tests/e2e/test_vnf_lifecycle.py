@@ -187,3 +187,42 @@ def test_instantiate_that_cannot_complete_is_rolled_back(
     cluster.client.post(f"{LCM}/vnf_lcm_op_occs/{occ['id']}/rollback")
     wait_op(cluster, occ["id"], "ROLLED_BACK", timeout=60)
     assert central_counts(cluster) == before
+
+
+def test_vfirewall_scales_out_and_in_by_one_step(
+    cluster: LocalCluster, sites: list[str], tiny_disk: Path
+) -> None:
+    site = sites[0]
+    add_site(cluster, site, tunnel_local_ip="127.0.0.1")
+    cluster.upload_image("tiny-disk", tiny_disk, "qcow2")
+    outside = uplink(cluster, site, "outside")
+    vnfd = load_vnfd(REPO / "vnf-templates" / "vfirewall")
+    inst = cluster.client.post(f"{LCM}/vnf_instances", {"vnfdId": vnfd.id, "vnfInstanceName": "fw"})
+    occ = instantiate(cluster, inst["id"], site, {"outside": outside["id"]})
+    wait_op(cluster, occ["id"], "COMPLETED", timeout=400)
+    assert len(domains(site)) == 2  # manager + one filter (level small)
+
+    scale = f"{LCM}/vnf_instances/{inst['id']}/scale"
+    cluster.client.post(scale, {"type": "SCALE_OUT", "aspectId": "filter_instances"})
+    occ = wait_op(cluster, latest_op(cluster, inst["id"])["id"], "COMPLETED", timeout=400)
+    (added,) = occ["resourceChanges"]["affectedVnfcs"]
+    server = cluster.wait_marker(added["id"], timeout=400)
+    assert server["name"] == "fw-filter-1" and server["status"] == "ACTIVE"
+    assert len(domains(site)) == 3
+    shown = cluster.client.get(f"{LCM}/vnf_instances/{inst['id']}")
+    assert shown["instantiatedVnfInfo"]["scaleStatus"] == [
+        {"aspectId": "filter_instances", "scaleLevel": 1}
+    ]
+
+    cluster.client.post(scale, {"type": "SCALE_IN", "aspectId": "filter_instances"})
+    occ = wait_op(cluster, latest_op(cluster, inst["id"])["id"], "COMPLETED", timeout=180)
+    (removed,) = occ["resourceChanges"]["affectedVnfcs"]
+    assert removed["id"] == added["id"] and removed["changeType"] == "REMOVED"
+    assert len(domains(site)) == 2
+    assert f"skerry-{site}-{added['id']}" not in domains(site)
+
+    cluster.client.post(
+        f"{LCM}/vnf_instances/{inst['id']}/terminate", {"terminationType": "FORCEFUL"}
+    )
+    wait_op(cluster, latest_op(cluster, inst["id"])["id"], "COMPLETED", timeout=180)
+    assert domains(site) == {}
