@@ -405,6 +405,7 @@ def _v10(db: sqlite_utils.Database) -> None:
             "error": str,  # JSON ProblemDetails or NULL
             "warnings": str,  # JSON list: what the operation could not honour
             "resource_changes": str,  # JSON: SOL 003 resourceChanges (ADDED / REMOVED)
+            "engine_state": str,  # JSON: what the engine keeps between steps (heal)
         },
         pk="id",
         not_null={"vnf_instance_id", "project_id", "operation", "operation_state"},
@@ -414,6 +415,7 @@ def _v10(db: sqlite_utils.Database) -> None:
             "warnings": "[]",
             "phase": "",
             "resource_changes": "{}",
+            "engine_state": "{}",
         },
     )
     db["vnf_lcm_op_occs"].create_index(["vnf_instance_id"])

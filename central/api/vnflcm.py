@@ -21,6 +21,7 @@ from central.api.services import services
 from central.api.sites import get_site
 from central.api.vnflcm_models import (
     CreateVnfRequest,
+    HealVnfRequest,
     InstantiateVnfRequest,
     ScaleVnfRequest,
     TerminateVnfRequest,
@@ -117,6 +118,7 @@ def instance_view(row: dict[str, Any]) -> dict[str, Any]:
             "instantiate": {"href": f"{here}/instantiate"},
             "terminate": {"href": f"{here}/terminate"},
             "scale": {"href": f"{here}/scale"},
+            "heal": {"href": f"{here}/heal"},
         },
     }
     if row["instantiation_state"] == "INSTANTIATED":
@@ -335,6 +337,27 @@ async def scale(instance_id: str, data: ScaleVnfRequest):  # type: ignore[no-unt
     except PlanError as exc:
         raise invalid(exc.field, exc.message) from None
     return _start(row, "SCALE", data.model_dump())
+
+
+@bp.post("/vnf_instances/<instance_id>/heal")
+@writer
+@validate_request(HealVnfRequest)
+async def heal(instance_id: str, data: HealVnfRequest):  # type: ignore[no-untyped-def]
+    """Heal VNFC instances (servers of the instance): RESTART stops and starts them,
+    RECREATE replaces them by new servers on the same ports and volumes. 202 and the
+    occurrence's ``Location``; 400 naming a VNFC that is not the instance's."""
+    row = get_instance(instance_id)
+    if row["instantiation_state"] != "INSTANTIATED":
+        raise conflict("the VNF instance is NOT_INSTANTIATED", field="instantiationState")
+    store = services().store
+    for i, vnfc in enumerate(data.vnfcInstanceId):
+        if not store.one(
+            "SELECT kind FROM vnf_resources WHERE kind = 'server' AND resource_id = ? "
+            "AND vnf_instance_id = ?",
+            (vnfc, instance_id),
+        ):
+            raise invalid(f"vnfcInstanceId[{i}]", f"{vnfc!r} is not a VNFC of the instance")
+    return _start(row, "HEAL", data.model_dump(exclude_none=True))
 
 
 # -- operation occurrences -----------------------------------------------------------------

@@ -51,3 +51,17 @@ class ScaleVnfRequest(Strict):
     type: Literal["SCALE_OUT", "SCALE_IN"]
     aspectId: str = Field(min_length=1, max_length=128)
     numberOfSteps: int = Field(default=1, ge=1, le=100)
+
+
+class HealParams(BaseModel):
+    healType: Literal["RESTART", "RECREATE"] = Field(
+        default="RECREATE",
+        description="RESTART: stop and start the servers; RECREATE: new servers on the same "
+        "ports and volumes.",
+    )
+
+
+class HealVnfRequest(Strict):
+    vnfcInstanceId: list[str] = Field(min_length=1, max_length=64)
+    cause: str | None = Field(default=None, max_length=1024)
+    additionalParams: HealParams = Field(default_factory=HealParams)

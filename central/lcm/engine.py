@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from central.api.services import Services
+from central.api.services import Services, change_at
 from central.lcm import resources
 from central.lcm.catalog import mark_in_use, resolve_vnfd
 from central.lcm.plan import (
@@ -97,7 +97,7 @@ class LcmEngine:
         store = self.svc.store
         state, kind = op["operation_state"], op["operation"]
         if state == "STARTING":
-            first = {"INSTANTIATE": "create", "TERMINATE": "stop"}.get(kind, "")
+            first = {"INSTANTIATE": "create", "TERMINATE": "stop", "HEAL": "begin"}.get(kind, "")
             if kind == "SCALE":
                 first = "create" if params(op)["type"] == "SCALE_OUT" else "select"
             with store.transaction():
@@ -113,6 +113,11 @@ class LcmEngine:
         elif kind == "SCALE":
             phases = {"cleanup": self._cleanup, "create": self._scale_out, "wait": self._wait}
             phases.update(select=self._select, remove=self._scale_in)
+            phases[op["phase"]](op)
+        elif kind == "HEAL":
+            phases = {"begin": self._heal_begin, "stopping": self._heal_stopping}
+            phases.update(starting=self._heal_starting, deleting=self._heal_deleting)
+            phases.update(wait=self._wait)
             phases[op["phase"]](op)
         else:
             with store.transaction():
@@ -203,6 +208,10 @@ class LcmEngine:
             if op["operation"] == "SCALE":
                 with store.transaction():
                     self._scaled(op)
+                return
+            if op["operation"] == "HEAL":
+                with store.transaction():
+                    advance(store, op, "COMPLETED", phase="")
                 return
             request = params(op)
             instance = self._instance(op)
@@ -323,6 +332,82 @@ class LcmEngine:
             instance["id"], {"scale_status": dumps(scale), "updated_at": now()}
         )
         advance(self.svc.store, op, "COMPLETED", phase="")
+
+    # -- HEAL ---------------------------------------------------------------------------------
+
+    def _heal_begin(self, op: dict[str, Any]) -> None:
+        """Record the VNFCs as they are, then stop them (RESTART) or delete them (RECREATE)."""
+        store = self.svc.store
+        request = params(op)
+        olds = [resources.snapshot_server(store, sid) for sid in request["vnfcInstanceId"]]
+        recreate = request.get("additionalParams", {}).get("healType", "RECREATE") == "RECREATE"
+        field = "deleting" if recreate else "power"
+        for old in olds:
+            with change_at(self.svc, old["server"]["site"]) as s:
+                value = 1 if recreate else "stopped"
+                s.db["servers"].update(old["server"]["id"], {field: value, "updated_at": now()})
+        with store.transaction():
+            advance(
+                store,
+                op,
+                "PROCESSING",
+                phase="deleting" if recreate else "stopping",
+                deadline=self._deadline(),
+                engine_state=json.dumps({"olds": olds}),
+            )
+
+    def _olds(self, op: dict[str, Any]) -> list[dict[str, Any]]:
+        return json.loads(op["engine_state"] or "{}").get("olds", [])
+
+    def _servers_of(self, op: dict[str, Any]) -> list[dict[str, Any]]:
+        store = self.svc.store
+        rows = [store.one("SELECT * FROM servers WHERE id = ?", (o["server"]["id"],))
+                for o in self._olds(op)]  # fmt: skip
+        return [r for r in rows if r is not None]
+
+    def _heal_stopping(self, op: dict[str, Any]) -> None:
+        servers = self._servers_of(op)
+        if any(s["status"] not in ("SHUTOFF", "ERROR") for s in servers):
+            self._timed_out(op, "the servers to stop")
+            return
+        for s in servers:
+            with change_at(self.svc, s["site"]) as st:
+                st.db["servers"].update(s["id"], {"power": "running", "updated_at": now()})
+        with self.svc.store.transaction():
+            advance(self.svc.store, op, "PROCESSING", phase="starting", deadline=self._deadline())
+
+    def _heal_starting(self, op: dict[str, Any]) -> None:
+        servers = self._servers_of(op)
+        broken = [s for s in servers if s["status"] == "ERROR"]
+        if broken:
+            with self.svc.store.transaction():
+                fail_temp(self.svc.store, op, f"server {broken[0]['name']} is in ERROR: "
+                          f"{broken[0]['reason'] or 'no reason given'}")  # fmt: skip
+        elif all(s["status"] == "ACTIVE" for s in servers):
+            with self.svc.store.transaction():
+                advance(self.svc.store, op, "COMPLETED", phase="")
+        else:
+            self._timed_out(op, "the servers to start")
+
+    def _heal_deleting(self, op: dict[str, Any]) -> None:
+        store = self.svc.store
+        if self._servers_of(op):
+            self._timed_out(op, "the site to remove the servers")
+            return
+        project = self._instance(op)["project_id"]
+        olds = self._olds(op)
+        made = resources.recreate_servers(self.svc, op, olds, project)
+        removed = [{"kind": "server", "resource_id": o["server"]["id"],
+                    "descriptor_name": o["vdu"]} for o in olds]  # fmt: skip
+        with store.transaction():
+            resources.forget(store, removed)
+            changes = resources.changes(removed, "REMOVED")
+            changes["affectedVnfcs"] += resources.changes(
+                resources.tagged(store, "op_id", op["id"]), "ADDED"
+            )["affectedVnfcs"]
+            advance(store, op, "PROCESSING", phase="wait", deadline=self._deadline(),
+                    resource_changes=resources.dumps_changes(changes))  # fmt: skip
+        log.info("lcm op %s: healed %d server(s): %s", op["id"], len(made), ", ".join(made))
 
     # -- TERMINATE ----------------------------------------------------------------------------
 

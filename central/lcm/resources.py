@@ -206,6 +206,55 @@ def server_tags(store: Store, server_ids: list[str]) -> list[dict[str, Any]]:
     return tags
 
 
+def snapshot_server(store: Store, server_id: str) -> dict[str, Any]:
+    """What a recreated server needs of the one it replaces: the record, its VDU, its
+    ports (NIC order) and volumes."""
+    row = dict(store.db["servers"].get(server_id))
+    tag = store.one(
+        "SELECT descriptor_name FROM vnf_resources WHERE kind = 'server' AND resource_id = ?",
+        (server_id,),
+    )
+    ports = store.query("SELECT id FROM ports WHERE server_id = ? ORDER BY id", (server_id,))
+    volumes = store.query(
+        "SELECT id, boot FROM volumes WHERE server_id = ? ORDER BY boot DESC, id", (server_id,)
+    )
+    return {
+        "server": {k: row[k] for k in ("id", "name", "site", "image", "metadata")},
+        "flavor": {k: row[k] for k in Flavor.model_fields},
+        "vdu": tag["descriptor_name"] if tag else "",
+        "ports": [p["id"] for p in ports],
+        "volumes": [{"id": v["id"], "boot": bool(v["boot"])} for v in volumes],
+    }
+
+
+def recreate_servers(
+    svc: Services, op: dict[str, Any], olds: list[dict[str, Any]], project_id: str
+) -> list[str]:
+    """New servers like ``olds`` (:func:`snapshot_server`) on their ports and volumes, in
+    one change (all or none); tagged with ``op``. Returns their ids."""
+    made = []
+    with change_at(svc, olds[0]["server"]["site"]) as store:
+        for old in olds:
+            server = old["server"]
+            boot = next((v["id"] for v in old["volumes"] if v["boot"]), None)
+            body = ServerCreate(
+                name=server["name"],
+                site=server["site"],
+                flavor=Flavor(**old["flavor"]),
+                image=server["image"],
+                ports=old["ports"],
+                metadata=json.loads(server["metadata"] or "{}"),
+                boot_volume_id=boot,
+            )
+            sid = insert_server(store, body, project_id, project_id)
+            _tag(store, "server", sid, op, old["vdu"], server["site"])
+            for vol in old["volumes"]:
+                if not vol["boot"]:
+                    attach_row(store, dict(store.db["volumes"].get(vol["id"])), sid, project_id)
+            made.append(sid)
+    return made
+
+
 def stop_servers(svc: Services, tags: list[dict[str, Any]]) -> bool:
     """Ask the servers among ``tags`` to stop; True when every one is SHUTOFF (or gone)."""
     done = True

@@ -35,7 +35,7 @@ ENGINE_MOVES: dict[str, frozenset[str]] = {
 }
 # Operations that cannot be rolled back (what they removed does not come back):
 # retried or failed instead.
-NO_ROLLBACK = frozenset({"TERMINATE", "SCALE_IN"})
+NO_ROLLBACK = frozenset({"TERMINATE", "SCALE_IN", "HEAL"})
 
 
 class IllegalMove(Exception):

@@ -457,3 +457,60 @@ async def test_vfirewall_scales_out_and_in(cloud: Cloud) -> None:
     occ = await start(cloud.member, f"{path}/terminate", {"terminationType": "FORCEFUL"})
     assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
     assert counts(cloud.app) == {**EMPTY, "networks": 1, "subnets": 1}
+
+
+async def test_heal_recreate_keeps_ports_and_volume_and_restart_cycles_power(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    clients = await uplink(cloud)
+    vnfd = load_vnfd(TEMPLATES / "dns-cache")
+    inst = await create_instance(cloud.member, vnfd.id, vnfInstanceName="dns")
+    path = f"{LCM}/vnf_instances/{inst['id']}"
+    link = {"id": "c", "resourceId": clients["id"], "extCps": [{"cpdId": "clients"}]}
+    req = {
+        "flavourId": "default",
+        "extVirtualLinks": [link],
+        "additionalParams": {"site": "edge-a"},
+    }
+    occ = await start(cloud.member, f"{path}/instantiate", req)
+    occ = await settle(cloud, occ["id"])
+    (vnfc,) = occ["resourceChanges"]["affectedVnfcs"]
+    (storage,) = occ["resourceChanges"]["affectedVirtualStorages"]
+    old = await ok(await cloud.member.get(f"/v1/servers/{vnfc['id']}"))
+    ports = [p["id"] for p in (await ok(await cloud.member.get("/v1/ports")))["ports"]
+             if p["server_id"] == old["id"]]  # fmt: skip
+    before = counts(cloud.app)
+    await refused(cloud.member, "POST", f"{path}/heal", 400, "vnfcInstanceId[0]",
+                  json={"vnfcInstanceId": [clients["id"]]})  # fmt: skip
+
+    occ = await start(cloud.member, f"{path}/heal", {"vnfcInstanceId": [old["id"]]})
+    occ = await settle(cloud, occ["id"])
+    assert occ["operation"] == "HEAL" and occ["operationState"] == "COMPLETED", occ
+    removed, added = occ["resourceChanges"]["affectedVnfcs"]
+    assert (removed["id"], removed["changeType"]) == (old["id"], "REMOVED")
+    assert added["changeType"] == "ADDED" and added["vduId"] == "dns"
+    new = await ok(await cloud.member.get(f"/v1/servers/{added['id']}"))
+    assert new["name"] == old["name"] and new["metadata"] == old["metadata"]
+    assert new["image"] == old["image"] and new["flavor"] == old["flavor"]
+    volume = await ok(await cloud.member.get(f"/v1/volumes/{storage['id']}"))
+    assert volume["server_id"] == new["id"]
+    now_ports = [p["id"] for p in (await ok(await cloud.member.get("/v1/ports")))["ports"]
+                 if p["server_id"] == new["id"]]  # fmt: skip
+    assert now_ports == ports
+    assert counts(cloud.app) == before
+    info = (await ok(await cloud.member.get(path)))["instantiatedVnfInfo"]
+    assert [v["id"] for v in info["vnfcResourceInfo"]] == [new["id"]]
+
+    occ = await start(
+        cloud.member,
+        f"{path}/heal",
+        {"vnfcInstanceId": [new["id"]], "additionalParams": {"healType": "RESTART"}},
+    )
+    tick(cloud, 2)
+    assert (await ok(await cloud.member.get(f"/v1/servers/{new['id']}")))["power"] == "stopped"
+    site_reports(cloud.app, state="shutoff")
+    tick(cloud)
+    assert (await ok(await cloud.member.get(f"/v1/servers/{new['id']}")))["power"] == "running"
+    assert (await op(cloud.member, occ["id"]))["operationState"] == "PROCESSING"
+    occ = await settle(cloud, occ["id"])
+    assert occ["operationState"] == "COMPLETED"
+    assert counts(cloud.app) == before

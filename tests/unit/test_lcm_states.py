@@ -23,8 +23,8 @@ def test_task_requests_only_from_failed_temp(state: str, request_: str, target: 
             after_request(state, request_, "INSTANTIATE")
 
 
-def test_terminate_and_scale_in_are_not_rolled_back() -> None:
-    for operation in ("TERMINATE", "SCALE_IN"):
+def test_terminate_scale_in_and_heal_are_not_rolled_back() -> None:
+    for operation in ("TERMINATE", "SCALE_IN", "HEAL"):
         with pytest.raises(IllegalMove, match="cannot be rolled back"):
             after_request("FAILED_TEMP", "rollback", operation)
     assert after_request("FAILED_TEMP", "rollback", "SCALE") == "ROLLING_BACK"

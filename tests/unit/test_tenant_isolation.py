@@ -124,6 +124,7 @@ CROSS_PROJECT = {
     ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/instantiate"): 404,
     ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/terminate"): 404,
     ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/scale"): 404,
+    ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/heal"): 404,
     ("GET", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>"): 404,
     ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/retry"): 404,
     ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/rollback"): 404,
@@ -186,6 +187,9 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/scale"): {
             "type": "SCALE_OUT",
             "aspectId": "filter_instances",
+        },
+        ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/heal"): {
+            "vnfcInstanceId": [world.params["server_id"]]
         },
         ("POST", "/v1/auth/tokens"): {
             "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
