@@ -186,14 +186,22 @@ class LcmEngine:
             "JOIN servers s ON s.id = r.resource_id WHERE r.kind = 'server' AND r.op_id = ?",
             (op["id"],),
         )
-        for kind, table in (("network", "networks"), ("port", "ports")):
-            bad = store.one(
-                f"SELECT t.id, t.reason, r.descriptor_name FROM vnf_resources r JOIN {table} t "
-                "ON t.id = r.resource_id WHERE r.kind = ? AND r.op_id = ? AND t.status = 'ERROR'",
-                (kind, op["id"]),
-            )
+        # A network the operation made or put a port on, or one of its ports, in ERROR.
+        checks = (
+            ("network", "SELECT n.id, n.reason, n.name AS what FROM vnf_resources r JOIN ports p "
+             "ON p.id = r.resource_id JOIN networks n ON n.id = p.network_id "
+             "WHERE r.kind = 'port' AND r.op_id = ? AND n.status = 'ERROR'"),
+            ("network", "SELECT n.id, n.reason, r.descriptor_name AS what FROM vnf_resources r "
+             "JOIN networks n ON n.id = r.resource_id WHERE r.kind = 'network' AND r.op_id = ? "
+             "AND n.status = 'ERROR'"),
+            ("port", "SELECT p.id, p.reason, r.descriptor_name AS what FROM vnf_resources r "
+             "JOIN ports p ON p.id = r.resource_id WHERE r.kind = 'port' AND r.op_id = ? "
+             "AND p.status = 'ERROR'"),
+        )  # fmt: skip
+        for kind, sql in checks:
+            bad = store.one(sql, (op["id"],))
             if bad is not None:
-                detail = f"{kind} {bad['id']} ({bad['descriptor_name']}) is in ERROR"
+                detail = f"{kind} {bad['id']} ({bad['what']}) is in ERROR"
                 with store.transaction():
                     fail_temp(store, op, f"{detail}: {bad['reason'] or 'no reason given'}")
                 return

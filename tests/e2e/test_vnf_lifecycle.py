@@ -5,6 +5,7 @@ FAILED_TEMP with its cause, and its rollback leaves nothing behind."""
 
 from __future__ import annotations
 
+import random
 import signal
 import sqlite3
 from pathlib import Path
@@ -15,13 +16,24 @@ import pytest
 from central.localcluster import REPO, LocalCluster, wait_for
 from central.vnfd import load_vnfd
 from tests.e2e.net_support import links
-from tests.e2e.support import add_site, domains
+from tests.e2e.support import add_site, destroy_domain, domains
 from tests.host import skip
 
 pytestmark = pytest.mark.e2e
 
 TINY_DISK = REPO / "images" / "build" / "tiny-disk" / "tiny.qcow2"
 LCM = "/vnflcm/v1"
+
+
+@pytest.fixture
+def cluster(cluster: LocalCluster) -> LocalCluster:
+    """The cluster, its central giving VNIs from a range of its own: other tests on this
+    host make VXLAN links too, and a VNI is one link per host."""
+    base = random.randrange(100_000, 16_000_000)
+    cluster.central_overrides.update(vxlan_vni_min=base, vxlan_vni_max=base + 9_999)
+    cluster.kill_central(signal.SIGTERM)
+    cluster.start_central()
+    return cluster
 
 
 @pytest.fixture
@@ -81,10 +93,17 @@ def central_counts(cluster: LocalCluster) -> dict[str, int]:
         db.close()
 
 
-def site_leftovers(cluster: LocalCluster, site: str, ids: list[str]) -> list[str]:
-    """What the site still holds of ``ids``: domains, tagged links, files."""
+def site_leftovers(
+    cluster: LocalCluster, site: str, ids: list[str], every_link: bool = False
+) -> list[str]:
+    """What the site still holds: any domain, the links (all of the site's, or those of
+    ``ids``) and the files of ``ids``."""
     left = [f"domain {d}" for d in domains(site)]
-    left += [f"link {ln}" for ln in links() if f":{site}:" in ln]
+    left += [
+        f"link {ln}"
+        for ln in links()
+        if f":{site}:" in ln and (every_link or any(ln.endswith(f":{rid}") for rid in ids))
+    ]
     for rid in ids:
         left += [f"file {p}" for p in (cluster.workdir / site).rglob(f"*{rid}*")]
     return left
@@ -132,7 +151,11 @@ def test_vrouter_instantiate_and_terminate(
     assert central_counts(cluster) == {**before, "networks": 1, "subnets": 1}  # the uplink
     cluster.client.delete(f"/v1/networks/{net['id']}")
     assert central_counts(cluster) == before
-    wait_for(lambda: not site_leftovers(cluster, site, made), 60, "the site holds nothing")
+    wait_for(
+        lambda: not site_leftovers(cluster, site, made, every_link=True),
+        60,
+        "the site holds nothing",
+    )
     cluster.client.delete(f"{LCM}/vnf_instances/{inst['id']}")
 
 
@@ -140,7 +163,7 @@ def test_instantiate_that_cannot_complete_is_rolled_back(
     cluster: LocalCluster, sites: list[str], tiny_disk: Path
 ) -> None:
     site = sites[0]
-    add_site(cluster, site)
+    add_site(cluster, site, tunnel_local_ip="127.0.0.1")
     net = uplink(cluster, site, "clients")
     before = central_counts(cluster)
     vnfd = load_vnfd(REPO / "vnf-templates" / "dns-cache")
@@ -221,6 +244,48 @@ def test_vfirewall_scales_out_and_in_by_one_step(
     assert len(domains(site)) == 2
     assert f"skerry-{site}-{added['id']}" not in domains(site)
 
+    cluster.client.post(
+        f"{LCM}/vnf_instances/{inst['id']}/terminate", {"terminationType": "FORCEFUL"}
+    )
+    wait_op(cluster, latest_op(cluster, inst["id"])["id"], "COMPLETED", timeout=180)
+    assert domains(site) == {}
+
+
+def test_dns_cache_healed_after_its_domain_was_destroyed(
+    cluster: LocalCluster, sites: list[str], tiny_disk: Path
+) -> None:
+    site = sites[0]
+    add_site(cluster, site, tunnel_local_ip="127.0.0.1")  # "clients" is a VXLAN network
+    cluster.upload_image("tiny-disk", tiny_disk, "qcow2")
+    clients = uplink(cluster, site, "clients")
+    vnfd = load_vnfd(REPO / "vnf-templates" / "dns-cache")
+    inst = cluster.client.post(
+        f"{LCM}/vnf_instances", {"vnfdId": vnfd.id, "vnfInstanceName": "dns"}
+    )
+    occ = instantiate(cluster, inst["id"], site, {"clients": clients["id"]})
+    occ = wait_op(cluster, occ["id"], "COMPLETED", timeout=400)
+    (vnfc,) = occ["resourceChanges"]["affectedVnfcs"]
+    (storage,) = occ["resourceChanges"]["affectedVirtualStorages"]
+    cluster.wait_marker(vnfc["id"], timeout=400)
+
+    destroy_domain(f"skerry-{site}-{vnfc['id']}")
+    cluster.client.post(
+        f"{LCM}/vnf_instances/{inst['id']}/heal",
+        {"vnfcInstanceId": [vnfc["id"]], "cause": "domain destroyed"},
+    )
+    occ = wait_op(cluster, latest_op(cluster, inst["id"])["id"], "COMPLETED", timeout=400)
+    removed, added = occ["resourceChanges"]["affectedVnfcs"]
+    assert removed["id"] == vnfc["id"] and added["changeType"] == "ADDED"
+    server = cluster.wait_marker(added["id"], timeout=400)
+    assert server["name"] == "dns-dns-0" and server["status"] == "ACTIVE"
+    assert domains(site) == {f"skerry-{site}-{added['id']}": True}
+    volume = cluster.client.get(f"/v1/volumes/{storage['id']}")
+    assert volume["server_id"] == added["id"]
+    wait_for(
+        lambda: cluster.client.get(f"/v1/volumes/{storage['id']}")["attached_to"] == added["id"],
+        60,
+        "the volume attached to the new server at the site",
+    )
     cluster.client.post(
         f"{LCM}/vnf_instances/{inst['id']}/terminate", {"terminationType": "FORCEFUL"}
     )
