@@ -514,3 +514,19 @@ async def test_heal_recreate_keeps_ports_and_volume_and_restart_cycles_power(clo
     occ = await settle(cloud, occ["id"])
     assert occ["operationState"] == "COMPLETED"
     assert counts(cloud.app) == before
+
+
+async def test_an_external_network_in_error_fails_the_operation(cloud: Cloud) -> None:
+    await add_image(cloud.member)
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member)
+    occ = await start(cloud.member, f"{LCM}/vnf_instances/{inst['id']}/instantiate",
+                      body(net["id"]))  # fmt: skip
+    tick(cloud, 2)
+    generation, _doc = document(cloud.app)
+    report = {"networks": {net["id"]: {"state": "error", "reason": "no tunnel_local_ip"}}}
+    orchestrator.apply_status(store_of(cloud.app), "edge-a", generation, report)
+    tick(cloud)
+    occ = await op(cloud.member, occ["id"])
+    assert occ["operationState"] == "FAILED_TEMP"
+    assert f"network {net['id']} (uplink) is in ERROR: no tunnel_local_ip" in occ["error"]["detail"]
