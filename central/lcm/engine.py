@@ -9,6 +9,10 @@ Phases (``vnf_lcm_op_occs.phase``):
   one ERROR or the timeout: FAILED_TEMP).
 - TERMINATE: ``stop`` (GRACEFUL: servers asked to stop, waited for up to the timeout)
   -> ``delete`` (servers, then ports, volumes, networks, until the site saw it).
+- SCALE out: ``cleanup`` (retry) -> ``create`` -> ``wait``; in: ``select`` (the newest
+  servers, recorded as REMOVED changes) -> ``remove``.
+- HEAL: ``begin`` (VNFCs recorded in ``engine_state``) -> RESTART ``stopping`` ->
+  ``starting``; RECREATE ``deleting`` -> ``wait``.
 - ROLLING_BACK: what the operation made is removed, then ROLLED_BACK.
 """
 
@@ -478,7 +482,7 @@ class LcmEngine:
         tags = resources.tagged(store, column, value)
         if only is not None:
             tags = [t for t in tags if t["resource_id"] in only]
-        done, _gone = resources.remove_step(self.svc, tags)
+        done = resources.remove_step(self.svc, tags)
         if not done:
             if op["deadline"] is None:
                 with store.transaction():

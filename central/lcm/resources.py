@@ -270,25 +270,23 @@ def stop_servers(svc: Services, tags: list[dict[str, Any]]) -> bool:
     return done
 
 
-def remove_step(svc: Services, tags: list[dict[str, Any]]) -> tuple[bool, list[dict[str, Any]]]:
+def remove_step(svc: Services, tags: list[dict[str, Any]]) -> bool:
     """One step of removing the resources of ``tags``: servers first (the site destroys
     them), then, once they are gone, ports, volumes, subnets and networks. Returns
-    whether all are gone at central and their site has seen the change, and the tags of
-    what is gone (for resourceChanges)."""
+    whether all are gone at central and their site has seen the change."""
     store = svc.store
-    live = {t["kind"]: [] for t in tags}
-    gone = []
+    live: dict[str, list[dict[str, Any]]] = {t["kind"]: [] for t in tags}
     for tag in tags:
         row = _exists(store, tag["kind"], tag["resource_id"])
-        (live[tag["kind"]] if row is not None else gone).append(row or tag)
-    gone_tags = [t for t in tags if _exists(store, t["kind"], t["resource_id"]) is None]
+        if row is not None:
+            live[tag["kind"]].append(row)
     servers = live.get("server", [])
     for row in servers:
         if not row["deleting"]:
             with change_at(svc, row["site"]) as s:
                 s.db["servers"].update(row["id"], {"deleting": 1, "updated_at": now()})
     if servers:
-        return False, gone_tags
+        return False
     sites = {t["site"] for t in tags}
     pending = {
         t["site"]
@@ -325,13 +323,13 @@ def remove_step(svc: Services, tags: list[dict[str, Any]]) -> tuple[bool, list[d
                     )  # fmt: skip
                 s.conn.execute("DELETE FROM networks WHERE id = ?", (row["id"],))
     if any(_exists(store, "volume", row["id"]) for row in live.get("volume", [])):
-        return False, gone_tags
+        return False
     seen = all(
         (r := store.one("SELECT desired_generation, observed_generation FROM sites WHERE name = ?",
                         (site,))) is None or r["observed_generation"] >= r["desired_generation"]
         for site in sites
     )  # fmt: skip
-    return seen, tags
+    return seen
 
 
 def forget(store: Store, tags: list[dict[str, Any]]) -> None:
