@@ -1,7 +1,6 @@
 """The VNF lifecycle (SOL 003 shapes): instances of a descriptor, turned into servers,
 ports, networks and volumes at a site by operations (instantiate, scale, heal,
-terminate) whose
-occurrences move through the SOL 003 states.
+terminate) whose occurrences move through the SOL 003 states.
 
 - :mod:`central.lcm.states`: the operation state machine (pure).
 - :mod:`central.lcm.plan`: descriptor + request -> resource intents (pure).
