@@ -26,6 +26,7 @@ from central.api import (
     servers,
     site_keys,
     sites,
+    vnf_packages,
     vnflcm,
     volumes,
 )
@@ -50,6 +51,8 @@ def create_app(config: CentralConfig) -> Quart:
     app.request_class = images.UploadRequest
     # Object uploads too, bounded by object_max_bytes.
     app.request_class = object_http.request_class(app.request_class)
+    # VNF package uploads too, bounded by vnf_package_max_bytes.
+    app.request_class = vnf_packages.request_class(app.request_class)
     QuartSchema(
         app,
         info={"title": "Skerry central API", "version": "1"},
@@ -61,7 +64,7 @@ def create_app(config: CentralConfig) -> Quart:
     )
     errors.register(app)
     blueprints = (sites.bp, site_keys.bp, servers.bp, networks.bp, ports.bp, fleet.bp)
-    blueprints += (images.bp, images.keys_bp, volumes.bp, vnflcm.bp)
+    blueprints += (images.bp, images.keys_bp, volumes.bp, vnf_packages.bp, vnflcm.bp)
     identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
     for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)

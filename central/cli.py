@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from central import cli_identity, cli_network, cli_vnfd, cli_volume
+from central import cli_identity, cli_network, cli_vnfd, cli_vnfpkg, cli_volume
 from central.client import ApiFailure, Client
 
 DEFAULT_API = os.environ.get("SKERRY_API", "http://127.0.0.1:8700")
@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         return cli_network.run(args, api, _print)
     if args.cmd in cli_volume.COMMANDS:
         return cli_volume.run(args, api, _print)
+    if args.cmd in cli_vnfpkg.COMMANDS:
+        return cli_vnfpkg.run(args, api, _print)
     if args.cmd == "demo":
         from central.demo import run_demo
 
@@ -222,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     cli_network.add_parsers(sub)
     cli_volume.add_parsers(sub)
     cli_vnfd.add_parsers(sub)
+    cli_vnfpkg.add_parsers(sub)
 
     sites = sub.add_parser("sites", help="edge sites")
     s = sites.add_subparsers(dest="action", required=True)

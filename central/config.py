@@ -79,6 +79,11 @@ class CentralConfig:
     image_max_bytes: int = setting(
         64 * 1024**3, "Largest image file an upload may carry, in bytes (more: HTTP 413)."
     )
+    vnf_package_max_bytes: int = setting(
+        1024**3,
+        "Largest VNF package (CSAR zip) an upload may carry, in bytes (more: HTTP 413); "
+        "its extracted files are bounded by the same number.",
+    )
     require_signed_images: bool = setting(
         False,
         "Refuse image uploads without a signature that verifies against a trusted key; "
@@ -132,6 +137,8 @@ class CentralConfig:
             return "keys 'vxlan_vni_min'..'vxlan_vni_max' must be a range within 1..16777215"
         if self.image_max_bytes < 1:
             return "key 'image_max_bytes' must be >= 1"
+        if self.vnf_package_max_bytes < 1:
+            return "key 'vnf_package_max_bytes' must be >= 1"
         return object_settings_problem(self)
 
 

@@ -351,7 +351,43 @@ def _v8(db: sqlite_utils.Database) -> None:
 
 
 def _v9(db: sqlite_utils.Database) -> None:
-    """Reserved for VNF packages (branch vnfpkg); replaced by its migration on merge."""
+    """VNF packages (SOL 005): onboarding state and what the descriptor says; the files
+    are extracted under ``<state_dir>/vnf-packages/<id>/``."""
+    db["vnf_packages"].create(
+        {
+            "id": str,
+            "project_id": str,
+            "onboarding_state": str,  # CREATED | UPLOADING | PROCESSING | ONBOARDED
+            "operational_state": str,  # ENABLED | DISABLED
+            "usage_state": str,  # IN_USE | NOT_IN_USE
+            "user_defined_data": str,  # JSON object
+            "failure": str,  # JSON ProblemDetails of the last failed onboarding; NULL if none
+            "vnfd_id": str,  # NULL until onboarded
+            "vnf_provider": str,
+            "vnf_product_name": str,
+            "vnf_software_version": str,
+            "vnfd_version": str,
+            "software_images": str,  # JSON list (VnfPackageSoftwareImageInfo)
+            "entry": str,  # the top-level descriptor file inside the package
+            "path": str,  # the extracted package directory; NULL until onboarded
+            "size": int,  # of the uploaded CSAR
+            "sha256": str,  # of the uploaded CSAR
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"project_id", "onboarding_state", "operational_state", "usage_state"},
+        defaults={
+            "onboarding_state": "CREATED",
+            "operational_state": "DISABLED",
+            "usage_state": "NOT_IN_USE",
+            "user_defined_data": "{}",
+            "software_images": "[]",
+        },
+    )
+    db["vnf_packages"].create_index(["project_id"])
+    # A descriptor is onboarded once per project (NULLs, not yet onboarded, are distinct).
+    db["vnf_packages"].create_index(["project_id", "vnfd_id"], unique=True)
 
 
 def _v10(db: sqlite_utils.Database) -> None:

@@ -42,9 +42,9 @@ SECURITY_SCHEMES = {
     "x_auth_token": {"type": "apiKey", "name": "X-Auth-Token", "in_": "header"},
 }
 SECURITY = [{"bearer": []}, {"x_auth_token": []}]
-# Authenticated paths besides /v1: the ETSI NFV-SOL 003/005 APIs.
-API_PREFIXES = ("/v1/", "/vnflcm/", "/vnfpkgm/")
 _BEARER = re.compile(r"^Bearer +(\S+)$", re.IGNORECASE)
+# The API's roots: Skerry's own, and the ETSI SOL 005 / SOL 003 ones (VNF packages, LCM).
+API_ROOTS = ("/v1", "/vnfpkgm/v1", "/vnflcm/v1")
 
 
 # -- what the routes use ------------------------------------------------------------------
@@ -133,7 +133,8 @@ def _is_public() -> bool:
 
 
 async def _authenticate() -> None:
-    if not (request.path == "/v1" or request.path.startswith(API_PREFIXES)) or _is_public():
+    path = request.path
+    if not any(path == r or path.startswith(r + "/") for r in API_ROOTS) or _is_public():
         return
     token = _token()
     if not token:

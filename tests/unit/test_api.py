@@ -349,7 +349,9 @@ async def test_settings_invalid_400(client) -> None:
 # -- openapi and request ids ---------------------------------------------------------
 
 
-async def test_openapi_lists_exactly_the_v1_routes(client, app: Quart) -> None:
+async def test_openapi_lists_exactly_the_api_routes(client, app: Quart) -> None:
+    from central.api.policy import API_ROOTS  # /v1 and the ETSI roots (/vnfpkgm/v1, ...)
+
     resp = await client.get("/openapi.json")
     assert resp.status_code == 200
     spec = await resp.get_json()
@@ -357,7 +359,7 @@ async def test_openapi_lists_exactly_the_v1_routes(client, app: Quart) -> None:
     routes = {
         (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method)
         for rule in app.url_map.iter_rules()
-        if rule.rule.startswith(("/v1/", "/vnflcm/", "/vnfpkgm/")) or rule.rule == "/v1"
+        if any(rule.rule == r or rule.rule.startswith(r + "/") for r in API_ROOTS)
         for method in rule.methods
         if method not in ("HEAD", "OPTIONS")
     }

@@ -1,4 +1,4 @@
-"""Tenant isolation over every /v1 route, enumerated from the app's URL map.
+"""Tenant isolation over every API route (/v1, /vnfpkgm/v1, /vnflcm/v1), from the URL map.
 
 Two projects, each with a member and a reader, plus the cloud admin. Project
 B's member acting on project A's resources gets 404 (project resources: their
@@ -49,6 +49,7 @@ OPEN_READS = {
     ("GET", "/v1/buckets"),
     ("GET", "/vnflcm/v1/vnf_instances"),
     ("GET", "/vnflcm/v1/vnf_lcm_op_occs"),
+    ("GET", "/vnfpkgm/v1/vnf_packages"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
 OWN_PROJECT_CREATES = {
@@ -59,6 +60,7 @@ OWN_PROJECT_CREATES = {
     # Bucket names are global (S3-like): a taken name is 409 whoever holds it.
     ("PUT", "/v1/buckets/<string:bucket>"),
     ("POST", "/vnflcm/v1/vnf_instances"),
+    ("POST", "/vnfpkgm/v1/vnf_packages"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
 CROSS_PROJECT = {
@@ -129,7 +131,15 @@ CROSS_PROJECT = {
     ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/retry"): 404,
     ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/rollback"): 404,
     ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/fail"): 404,
+    ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("DELETE", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
+    ("PUT", "/vnfpkgm/v1/vnf_packages/<package_id>/package_content"): 404,
+    ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>/vnfd"): 404,
 }
+# The API's roots (Skerry's own and the ETSI SOL 005 / SOL 003 ones); every route under
+# them is enumerated.
+API_ROOTS = ("/v1", "/vnfpkgm/v1", "/vnflcm/v1")
 VROUTER_ID = "6a7a1f10-0001-4c3e-9d2b-000000000001"  # vnf-templates/vrouter
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -191,6 +201,8 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/heal"): {
             "vnfcInstanceId": [world.params["server_id"]]
         },
+        ("POST", "/vnfpkgm/v1/vnf_packages"): {"userDefinedData": {"k": "v"}},
+        ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): {"operationalState": "DISABLED"},
         ("POST", "/v1/auth/tokens"): {
             "password": {"user": "a-member", "password": PASSWORD, "project": "project-a"}
         },
@@ -277,9 +289,11 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         op_id = resp.headers["Location"].rsplit("/", 1)[1]
         for _ in range(3):  # no image tiny-disk: FAILED_TEMP, where it stays
             app.extensions["skerry.lcm"].tick()
+        package = await ok(await a_member.post("/vnfpkgm/v1/vnf_packages", json={}), 201)
         params = {
             "instance_id": instance["id"],
             "op_id": op_id,
+            "package_id": package["id"],
             "volume_id": volume["id"],
             "snapshot_id": snapshot["id"],
             "bucket": bucket,
@@ -301,7 +315,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
         a_ids += [volume["id"], snapshot["id"]]
-        a_ids += [bucket, instance["id"], op_id]
+        a_ids += [bucket, instance["id"], op_id, package["id"]]
         yield World(app, tokens, params, a_ids)
 
 
@@ -309,7 +323,7 @@ def routes(app: Quart) -> list[tuple[str, str]]:
     found = {
         (method, rule.rule)
         for rule in app.url_map.iter_rules()
-        if rule.rule == "/v1" or rule.rule.startswith(("/v1/", "/vnflcm/", "/vnfpkgm/"))
+        if any(rule.rule == r or rule.rule.startswith(r + "/") for r in API_ROOTS)
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
@@ -338,6 +352,7 @@ async def test_routes_are_enumerated(world: World) -> None:
     assert ("POST", "/v1/servers") in found
     assert ("PUT", "/v1/projects/<project_id>/users/<user_id>/roles/<role>") in found
     assert len(found) >= 30
+    assert ("PUT", "/vnfpkgm/v1/vnf_packages/<package_id>/package_content") in found
 
 
 async def test_no_token_is_401_everywhere_but_login(world: World) -> None:
@@ -404,6 +419,7 @@ async def test_member_acts_on_own_project(world: World) -> None:
         ("GET", "/v1/users/<user_id>/application_credentials/<cred_id>"),
         ("GET", "/v1/buckets/<string:bucket>"),
         ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"),
+        ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>"),
     ]:
         status, body = await call(world, "a-member", method, rule)
         assert status in (200, 202), (method, rule, status, body)
