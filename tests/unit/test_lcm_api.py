@@ -530,3 +530,29 @@ async def test_an_external_network_in_error_fails_the_operation(cloud: Cloud) ->
     occ = await op(cloud.member, occ["id"])
     assert occ["operationState"] == "FAILED_TEMP"
     assert f"network {net['id']} (uplink) is in ERROR: no tunnel_local_ip" in occ["error"]["detail"]
+
+
+async def test_an_onboarded_package_is_used_and_its_usage_state_follows(cloud: Cloud) -> None:
+    from tests.unit.test_vnf_packages import ROOT, onboarded, template_files, zip_of
+
+    pkg = await onboarded(cloud.member, zip_of(template_files("vrouter")))
+    pkg = await ok(await cloud.member.get(f"{ROOT}/{pkg['id']}"))
+    assert pkg["onboardingState"] == "ONBOARDED", pkg
+    url = f"{ROOT}/{pkg['id']}"
+    await ok(await cloud.member.patch(url, json={"operationalState": "DISABLED"}))
+    await refused(cloud.member, "POST", f"{LCM}/vnf_instances", 409, "vnfdId",
+                  json={"vnfdId": VROUTER.id})  # fmt: skip
+    await ok(await cloud.member.patch(url, json={"operationalState": "ENABLED"}))
+    await add_image(cloud.member)
+    net = await uplink(cloud)
+    inst = await create_instance(cloud.member)
+    assert store_of(cloud.app).one(
+        "SELECT package_id FROM vnf_instances WHERE id = ?", (inst["id"],)
+    ) == {"package_id": pkg["id"]}
+    path = f"{LCM}/vnf_instances/{inst['id']}"
+    occ = await start(cloud.member, f"{path}/instantiate", body(net["id"]))
+    assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
+    assert (await ok(await cloud.member.get(url)))["usageState"] == "IN_USE"
+    occ = await start(cloud.member, f"{path}/terminate", {"terminationType": "FORCEFUL"})
+    assert (await settle(cloud, occ["id"]))["operationState"] == "COMPLETED"
+    assert (await ok(await cloud.member.get(url)))["usageState"] == "NOT_IN_USE"
