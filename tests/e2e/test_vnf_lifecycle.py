@@ -5,9 +5,11 @@ FAILED_TEMP with its cause, and its rollback leaves nothing behind."""
 
 from __future__ import annotations
 
+import io
 import random
 import signal
 import sqlite3
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 TINY_DISK = REPO / "images" / "build" / "tiny-disk" / "tiny.qcow2"
 LCM = "/vnflcm/v1"
+PKGS = "/vnfpkgm/v1/vnf_packages"
 
 
 @pytest.fixture
@@ -41,6 +44,19 @@ def tiny_disk() -> Path:
     if not TINY_DISK.is_file():
         skip(f"{TINY_DISK} missing (run: bash images/build-tiny-disk.sh)")
     return TINY_DISK
+
+
+def onboard(cluster: LocalCluster, template: str) -> dict[str, Any]:
+    """Create a VNF package and upload the template as a CSAR zip: the package."""
+    root = REPO / "vnf-templates" / template
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.writestr(path.relative_to(root).as_posix(), path.read_bytes())
+    pkg = cluster.client.post(PKGS, {})
+    url = f"{PKGS}/{pkg['id']}/package_content"
+    cluster.client.send("PUT", url, data.getvalue(), "application/zip")
+    return cluster.client.get(f"{PKGS}/{pkg['id']}")
 
 
 def uplink(cluster: LocalCluster, site: str, name: str = "uplink") -> dict[str, Any]:
@@ -117,9 +133,10 @@ def test_vrouter_instantiate_and_terminate(
     cluster.upload_image("tiny-disk", tiny_disk, "qcow2")
     before = central_counts(cluster)
     net = uplink(cluster, site)
-    vnfd = load_vnfd(REPO / "vnf-templates" / "vrouter")
+    pkg = onboard(cluster, "vrouter")
+    assert pkg["onboardingState"] == "ONBOARDED" and pkg["usageState"] == "NOT_IN_USE"
     inst = cluster.client.post(
-        f"{LCM}/vnf_instances", {"vnfdId": vnfd.id, "vnfInstanceName": "vr1"}
+        f"{LCM}/vnf_instances", {"vnfdId": pkg["vnfdId"], "vnfInstanceName": "vr1"}
     )
     assert inst["instantiationState"] == "NOT_INSTANTIATED"
     occ = instantiate(cluster, inst["id"], site, {"uplink": net["id"]})
@@ -136,6 +153,7 @@ def test_vrouter_instantiate_and_terminate(
         assert server["metadata"]["vnf_instance"] == inst["id"]
         cluster.wait_marker(server["id"], timeout=400)
     assert len(domains(site)) == 2
+    assert cluster.client.get(f"{PKGS}/{pkg['id']}")["usageState"] == "IN_USE"
     made = [c["id"] for group in occ["resourceChanges"].values() for c in group]
     assert len(made) >= 2 + 2 + 5  # servers, VLs, ports
 
@@ -148,6 +166,7 @@ def test_vrouter_instantiate_and_terminate(
     wait_op(cluster, term["id"], "COMPLETED", timeout=180)
     shown = cluster.client.get(f"{LCM}/vnf_instances/{inst['id']}")
     assert shown["instantiationState"] == "NOT_INSTANTIATED"
+    assert cluster.client.get(f"{PKGS}/{pkg['id']}")["usageState"] == "NOT_IN_USE"
     assert central_counts(cluster) == {**before, "networks": 1, "subnets": 1}  # the uplink
     cluster.client.delete(f"/v1/networks/{net['id']}")
     assert central_counts(cluster) == before
