@@ -27,12 +27,14 @@ from central.api import (
     site_keys,
     sites,
     vnf_packages,
+    vnflcm,
     volumes,
 )
 from central.api.services import Services
 from central.config import CentralConfig
 from central.hub import Hub
 from central.image_feed import ImageFeed
+from central.lcm.engine import LcmEngine
 from central.replication import CentralReplication
 from central.store import Store
 from edged.objects import http as object_http
@@ -62,7 +64,7 @@ def create_app(config: CentralConfig) -> Quart:
     )
     errors.register(app)
     blueprints = (sites.bp, site_keys.bp, servers.bp, networks.bp, ports.bp, fleet.bp)
-    blueprints += (images.bp, images.keys_bp, volumes.bp, vnf_packages.bp)
+    blueprints += (images.bp, images.keys_bp, volumes.bp, vnf_packages.bp, vnflcm.bp)
     identity_bps = (auth.bp, identity.projects_bp, identity.users_bp, audit.bp)
     for bp in (*blueprints, *identity_bps):
         app.register_blueprint(bp)
@@ -71,6 +73,8 @@ def create_app(config: CentralConfig) -> Quart:
     ctx = zmq.asyncio.Context()
     hub = Hub(config, store, ctx)
     app.extensions["skerry"] = Services(config=config, store=store, hub=hub)
+    lcm = LcmEngine(app.extensions["skerry"])
+    app.extensions["skerry.lcm"] = lcm
     feed = ImageFeed(config.image_endpoint, config.image_path, hub)
     app.extensions["skerry.image_feed"] = feed
     objects = buckets.install(
@@ -106,8 +110,10 @@ def create_app(config: CentralConfig) -> Quart:
             # After the hub: its ZAP handler admits the site keys on both sockets.
             await feed.start()
             await replication.start()
+            await lcm.start()
             yield
         finally:
+            await lcm.stop()
             await replication.stop()
             await feed.stop()
             await hub.stop()

@@ -64,6 +64,14 @@ class CentralConfig:
     login_window_s: float = setting(60.0, "Window, in seconds, of the failed log-in limit.")
     vxlan_vni_min: int = setting(1000, "Lowest VXLAN VNI central gives tenant networks.")
     vxlan_vni_max: int = setting(16777215, "Highest VXLAN VNI central gives tenant networks.")
+    lcm_timeout_s: float = setting(
+        900.0,
+        "A VNF lifecycle operation waiting on its sites (servers ACTIVE, resources gone) "
+        "longer than this ends FAILED_TEMP.",
+    )
+    lcm_poll_s: float = setting(
+        0.5, "How often the VNF lifecycle engine looks at the sites' reports, in seconds."
+    )
     log_level: str = setting("INFO", "Python log level: DEBUG, INFO, WARNING, ERROR.")
     image_dir: Path | None = setting(
         None, "Directory holding uploaded images; none means <state_dir>/images."
@@ -118,7 +126,7 @@ class CentralConfig:
                 return f"key {key!r} must be > 0"
         if self.keep_generations < 1:
             return "key 'keep_generations' must be >= 1"
-        for key in ("token_ttl_s", "login_window_s"):
+        for key in ("token_ttl_s", "login_window_s", "lcm_timeout_s", "lcm_poll_s"):
             if getattr(self, key) <= 0:
                 return f"key {key!r} must be > 0"
         if self.login_max_failures < 1:

@@ -390,6 +390,89 @@ def _v9(db: sqlite_utils.Database) -> None:
     db["vnf_packages"].create_index(["project_id", "vnfd_id"], unique=True)
 
 
+def _v10(db: sqlite_utils.Database) -> None:
+    """VNF instances, their lifecycle operation occurrences, and the resources each made."""
+    db["vnf_instances"].create(
+        {
+            "id": str,
+            "name": str,
+            "description": str,
+            "project_id": str,
+            "vnfd_id": str,
+            "vnf_provider": str,
+            "vnf_product_name": str,
+            "vnf_software_version": str,
+            "vnfd_version": str,
+            "package_id": str,  # the VNF package of the VNFD (NULL: a built-in template)
+            "instantiation_state": str,  # NOT_INSTANTIATED | INSTANTIATED
+            "flavour_id": str,  # NULL until instantiated
+            "level_id": str,
+            "site": str,
+            "vnf_state": str,  # STARTED | STOPPED
+            "ext_links": str,  # JSON: the instantiate request's extVirtualLinks
+            "scale_status": str,  # JSON [{aspectId, scaleLevel}]
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "project_id", "vnfd_id", "instantiation_state"},
+        defaults={
+            "description": "",
+            "instantiation_state": "NOT_INSTANTIATED",
+            "ext_links": "[]",
+            "scale_status": "[]",
+        },
+    )
+    db["vnf_instances"].create_index(["project_id"])
+    db["vnf_lcm_op_occs"].create(
+        {
+            "id": str,
+            "vnf_instance_id": str,
+            "project_id": str,
+            "operation": str,  # INSTANTIATE | TERMINATE | SCALE | HEAL | CHANGE_FLAVOUR
+            "operation_state": str,  # STARTING | PROCESSING | COMPLETED | FAILED_TEMP | ...
+            "phase": str,  # the engine's step inside PROCESSING / ROLLING_BACK
+            "state_entered_time": float,
+            "start_time": float,
+            "deadline": float,  # the current phase times out then
+            "is_automatic": int,
+            "operation_params": str,  # JSON: the request body
+            "is_cancel_pending": int,
+            "error": str,  # JSON ProblemDetails or NULL
+            "warnings": str,  # JSON list: what the operation could not honour
+            "resource_changes": str,  # JSON: SOL 003 resourceChanges (ADDED / REMOVED)
+            "engine_state": str,  # JSON: what the engine keeps between steps (heal)
+        },
+        pk="id",
+        not_null={"vnf_instance_id", "project_id", "operation", "operation_state"},
+        defaults={
+            "is_automatic": 0,
+            "is_cancel_pending": 0,
+            "warnings": "[]",
+            "phase": "",
+            "resource_changes": "{}",
+            "engine_state": "{}",
+        },
+    )
+    db["vnf_lcm_op_occs"].create_index(["vnf_instance_id"])
+    db["vnf_lcm_op_occs"].create_index(["operation_state"])
+    db["vnf_resources"].create(
+        {
+            "kind": str,  # network | subnet | port | volume | server
+            "resource_id": str,
+            "vnf_instance_id": str,
+            "op_id": str,  # the operation that made it
+            "descriptor_name": str,  # the VL, CP, storage or VDU it stands for
+            "site": str,
+            "created_at": float,
+        },
+        pk=("kind", "resource_id"),
+        not_null={"vnf_instance_id", "op_id", "descriptor_name", "site"},
+    )
+    db["vnf_resources"].create_index(["vnf_instance_id"])
+    db["vnf_resources"].create_index(["op_id"])
+
+
 # Append-only: migration N brings the schema from version N-1 to N.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
@@ -401,6 +484,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v7,
     _v8,
     _v9,
+    _v10,
 ]
 
 

@@ -97,9 +97,8 @@ def _segment(data: NetworkCreate) -> None:
         raise invalid("segmentation_id", f"segmentation_id is not given for {why}")
 
 
-def _free_vni(store: Store) -> int:
+def _free_vni(store: Store, lo: int, hi: int) -> int:
     """The lowest VNI of the range no site uses."""
-    lo, hi = services().config.vxlan_vni_min, services().config.vxlan_vni_max
     used = store.conn.execute(
         "SELECT DISTINCT segmentation_id FROM networks WHERE segmentation = 'vxlan' "
         "AND segmentation_id BETWEEN ? AND ? ORDER BY segmentation_id",
@@ -134,6 +133,33 @@ def _check_taken(store: Store, data: NetworkCreate, physnet: str) -> None:
         raise conflict(f"physnet {physnet!r} already has a flat network", field="physnet")
 
 
+def insert_network(
+    store: Store, data: NetworkCreate, project_id: str, vni_range: tuple[int, int]
+) -> str:
+    """Record a network whose segmentation was checked (inside the caller's site change):
+    the site must support it and its segment be free (else 409). Returns its id."""
+    network_id = str(uuid.uuid4())
+    physnet = data.physnet or ""
+    check_network(site_inventory(store, data.site), data.segmentation, data.physnet)
+    _check_taken(store, data, physnet)
+    seg_id = _free_vni(store, *vni_range) if data.segmentation == "vxlan" else None
+    store.db["networks"].insert(
+        {
+            "id": network_id,
+            "name": data.name,
+            "project_id": project_id,
+            "kind": data.kind,
+            "segmentation": data.segmentation,
+            "segmentation_id": seg_id if seg_id is not None else data.segmentation_id,
+            "physnet": physnet,
+            "mtu": data.mtu or (1450 if data.segmentation == "vxlan" else 1500),
+            "site": data.site,
+            "created_at": now(),
+        }
+    )
+    return network_id
+
+
 @bp.post("")
 @writer
 @validate_request(NetworkCreate)
@@ -145,25 +171,10 @@ async def create_network(data: NetworkCreate):  # type: ignore[no-untyped-def]
     """Create a network at one site (provider networks: cloud admin only)."""
     _segment(data)
     get_site(data.site)
-    network_id = str(uuid.uuid4())
-    physnet = data.physnet or ""
+    config = services().config
     with site_change(data.site) as store:
-        check_network(site_inventory(store, data.site), data.segmentation, data.physnet)
-        _check_taken(store, data, physnet)
-        seg_id = _free_vni(store) if data.segmentation == "vxlan" else None
-        store.db["networks"].insert(
-            {
-                "id": network_id,
-                "name": data.name,
-                "project_id": principal().project_id,
-                "kind": data.kind,
-                "segmentation": data.segmentation,
-                "segmentation_id": seg_id if seg_id is not None else data.segmentation_id,
-                "physnet": physnet,
-                "mtu": data.mtu or (1450 if data.segmentation == "vxlan" else 1500),
-                "site": data.site,
-                "created_at": now(),
-            }
+        network_id = insert_network(
+            store, data, principal().project_id, (config.vxlan_vni_min, config.vxlan_vni_max)
         )
     set_audit_target(f"network_id={network_id}")
     return network_view(get_network(network_id)), 201
@@ -215,6 +226,32 @@ async def delete_network(network_id: str):  # type: ignore[no-untyped-def]
 # -- subnets --------------------------------------------------------------------------------
 
 
+def insert_subnet(store: Store, network_id: str, data: SubnetCreate) -> str:
+    """Record a subnet of a network (inside the caller's site change); 400/409 when it
+    is malformed or overlaps the network's others. Returns its id."""
+    subnet_id = str(uuid.uuid4())
+    pools = (
+        None if data.allocation_pools is None else [p.model_dump() for p in data.allocation_pools]
+    )
+    existing = [
+        r["cidr"]
+        for r in store.query("SELECT cidr FROM subnets WHERE network_id = ?", (network_id,))
+    ]
+    plan = plan_subnet(data.cidr, data.gateway, pools, existing)
+    store.db["subnets"].insert(
+        {
+            "id": subnet_id,
+            "network_id": network_id,
+            "cidr": plan.cidr,
+            "gateway": plan.gateway,
+            "allocation_pools": json.dumps(plan.pools),
+            "ip_version": plan.ip_version,
+            "created_at": now(),
+        }
+    )
+    return subnet_id
+
+
 @bp.post("/<network_id>/subnets")
 @writer
 @validate_request(SubnetCreate)
@@ -225,27 +262,8 @@ async def delete_network(network_id: str):  # type: ignore[no-untyped-def]
 async def create_subnet(network_id: str, data: SubnetCreate):  # type: ignore[no-untyped-def]
     """Add an address range to a network (no overlap with its other subnets)."""
     row = changeable_network(network_id)
-    subnet_id = str(uuid.uuid4())
-    pools = (
-        None if data.allocation_pools is None else [p.model_dump() for p in data.allocation_pools]
-    )
     with site_change(row["site"]) as store:
-        existing = [
-            r["cidr"]
-            for r in store.query("SELECT cidr FROM subnets WHERE network_id = ?", (network_id,))
-        ]
-        plan = plan_subnet(data.cidr, data.gateway, pools, existing)
-        store.db["subnets"].insert(
-            {
-                "id": subnet_id,
-                "network_id": network_id,
-                "cidr": plan.cidr,
-                "gateway": plan.gateway,
-                "allocation_pools": json.dumps(plan.pools),
-                "ip_version": plan.ip_version,
-                "created_at": now(),
-            }
-        )
+        subnet_id = insert_subnet(store, network_id, data)
     set_audit_target(f"network_id={network_id},subnet_id={subnet_id}")
     return subnet_view(
         services().store.one("SELECT * FROM subnets WHERE id = ?", (subnet_id,)) or {}

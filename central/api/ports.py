@@ -175,6 +175,37 @@ def _mac(store: Store, given: str | None) -> str:
             return mac
 
 
+def insert_port(store: Store, network: dict[str, Any], project_id: str, data: PortCreate) -> str:
+    """Record a port on ``network`` (one the project may use) with its MAC and addresses,
+    inside the caller's site change; 409 when a direct port has no VF, an address is
+    taken, … Returns its id."""
+    port_id = str(uuid.uuid4())
+    direct = data.vnic_type == "direct"
+    if direct:
+        check_direct(store, network)
+    server = None
+    if data.server_id is not None:
+        server = check_server(store, data.server_id, project_id, network["site"])
+    mac = _mac(store, data.mac_address)
+    store.db["ports"].insert(
+        {
+            "id": port_id,
+            "name": data.name,
+            "project_id": project_id,
+            "network_id": network["id"],
+            "mac": mac,
+            "vnic_type": data.vnic_type,
+            "server_id": data.server_id,
+            "site": network["site"],
+            "created_at": now(),
+        }
+    )
+    _allocate(store, port_id, network["id"], data.fixed_ips)
+    if direct and server is not None:
+        bind_vf(store, port_id, network["physnet"], server)
+    return port_id
+
+
 @bp.post("")
 @writer
 @validate_request(PortCreate)
@@ -185,32 +216,8 @@ def _mac(store: Store, given: str | None) -> str:
 async def create_port(data: PortCreate):  # type: ignore[no-untyped-def]
     """Create a port on a network the project may use; optionally attach it to a server."""
     network = get_network(data.network_id)
-    project_id = principal().project_id
-    port_id = str(uuid.uuid4())
     with site_change(network["site"]) as store:
-        direct = data.vnic_type == "direct"
-        if direct:
-            check_direct(store, network)
-        server = None
-        if data.server_id is not None:
-            server = check_server(store, data.server_id, project_id, network["site"])
-        mac = _mac(store, data.mac_address)
-        store.db["ports"].insert(
-            {
-                "id": port_id,
-                "name": data.name,
-                "project_id": project_id,
-                "network_id": network["id"],
-                "mac": mac,
-                "vnic_type": data.vnic_type,
-                "server_id": data.server_id,
-                "site": network["site"],
-                "created_at": now(),
-            }
-        )
-        _allocate(store, port_id, network["id"], data.fixed_ips)
-        if direct and server is not None:
-            bind_vf(store, port_id, network["physnet"], server)
+        port_id = insert_port(store, network, principal().project_id, data)
     set_audit_target(f"port_id={port_id}")
     return port_view(get_port(port_id)), 201
 

@@ -60,11 +60,10 @@ def boot_volume_of(server_id: str) -> str | None:
     return row["id"] if row else None
 
 
-def _boot_from(store: Store, server_id: str, site: str, volume_id: str) -> None:
+def _boot_from(store: Store, server_id: str, site: str, volume_id: str, project_id: str) -> None:
     """Make the volume the server's root disk: the project's own, at the site, free (else 409)."""
     volume = store.one(
-        "SELECT * FROM volumes WHERE id = ? AND project_id = ?",
-        (volume_id, principal().project_id),
+        "SELECT * FROM volumes WHERE id = ? AND project_id = ?", (volume_id, project_id)
     )
     if volume is None:
         raise conflict(f"volume {volume_id!r} does not exist in your project",
@@ -96,7 +95,7 @@ def _change(server_id: str, site: str, fields: dict[str, Any]) -> None:
 
 
 def _attach_ports(
-    store: Store, server_id: str, site: str, port_ids: list[str]
+    store: Store, server_id: str, site: str, port_ids: list[str], project_id: str
 ) -> list[tuple[str, str]]:
     """Attach the named ports: the project's own, at the server's site, not attached (else 409).
 
@@ -107,7 +106,7 @@ def _attach_ports(
         port = store.one(
             "SELECT p.site, p.server_id, p.vnic_type, n.physnet FROM ports p "
             "JOIN networks n ON n.id = p.network_id WHERE p.id = ? AND p.project_id = ?",
-            (port_id, principal().project_id),
+            (port_id, project_id),
         )
         if port is None:
             raise conflict(f"port {port_id!r} does not exist in your project", field="ports")
@@ -121,14 +120,13 @@ def _attach_ports(
     return direct
 
 
-def _resolve_image(store: Store, image: str) -> str:
+def _resolve_image(store: Store, image: str, scope: str | None) -> str:
     """A central image the project sees (by id, or by the name of an active one): its id.
 
     Anything else is the name of a kernel-boot image in the site's image directory,
     kept as given. An image without its file yet, or a name shared by several
-    active images, is a 409.
+    active images, is a 409. ``scope``: the project whose images count (None: all).
     """
-    scope = project_scope()
     visible = "" if scope is None else " AND (project_id = ? OR visibility = 'public')"
     args: tuple[Any, ...] = () if scope is None else (scope,)
     row = store.one(f"SELECT id, status FROM images WHERE id = ?{visible}", (image, *args))
@@ -159,6 +157,39 @@ def _shape(flavor: Flavor) -> Shape:
     return shape
 
 
+def insert_server(store: Store, data: ServerCreate, project_id: str, scope: str | None) -> str:
+    """Record a server of ``project_id`` at its (existing) site inside the caller's site
+    change: its image resolved as ``scope`` sees images, its ports and boot volume
+    attached, placed on NUMA nodes (400/409 when it cannot be). Returns its id."""
+    shape = _shape(data.flavor)
+    server_id = str(uuid.uuid4())
+    stamp = now()
+    image = _resolve_image(store, data.image, scope)
+    store.db["servers"].insert(
+        {
+            "id": server_id,
+            "name": data.name,
+            "site": data.site,
+            "project_id": project_id,
+            **data.flavor.model_dump(),
+            "image": image,
+            "power": data.power,
+            "metadata": dumps(data.metadata),
+            "status": "BUILD",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+    )
+    direct = _attach_ports(store, server_id, data.site, data.ports, project_id)
+    if data.boot_volume_id is not None:
+        _boot_from(store, server_id, data.site, data.boot_volume_id, project_id)
+    choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
+    store.db["servers"].update(server_id, {"numa_placement": dumps(choice.numa_placement)})
+    for (port_id, _), node in zip(direct, choice.port_nodes, strict=True):
+        store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))
+    return server_id
+
+
 @bp.post("")
 @writer
 @validate_request(ServerCreate)
@@ -169,34 +200,9 @@ def _shape(flavor: Flavor) -> Shape:
 async def create_server(data: ServerCreate):  # type: ignore[no-untyped-def]
     """Create a server at a site (placed on NUMA nodes when it needs it); it reaches the
     site with the next document."""
-    shape = _shape(data.flavor)
     get_site(data.site)
-    server_id = str(uuid.uuid4())
-    stamp = now()
     with site_change(data.site) as store:
-        image = _resolve_image(store, data.image)
-        store.db["servers"].insert(
-            {
-                "id": server_id,
-                "name": data.name,
-                "site": data.site,
-                "project_id": principal().project_id,
-                **data.flavor.model_dump(),
-                "image": image,
-                "power": data.power,
-                "metadata": dumps(data.metadata),
-                "status": "BUILD",
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-        )
-        direct = _attach_ports(store, server_id, data.site, data.ports)
-        if data.boot_volume_id is not None:
-            _boot_from(store, server_id, data.site, data.boot_volume_id)
-        choice = place_server(site_books(store, data.site), shape, [p for _, p in direct])
-        store.db["servers"].update(server_id, {"numa_placement": dumps(choice.numa_placement)})
-        for (port_id, _), node in zip(direct, choice.port_nodes, strict=True):
-            store.conn.execute("UPDATE ports SET numa_node = ? WHERE id = ?", (node, port_id))
+        server_id = insert_server(store, data, principal().project_id, project_scope())
     set_audit_target(f"server_id={server_id}")
     return server_view(get_server(server_id)), 202
 

@@ -29,7 +29,13 @@ def services() -> Services:
 def site_change(site: str) -> Iterator[Store]:
     """One change to ``site``'s resources: the block's writes and the site's next
     desired document commit together (or not at all); then the hub gets the document."""
-    svc = services()
+    with change_at(services(), site) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def change_at(svc: Services, site: str) -> Iterator[Store]:
+    """:func:`site_change` with the services given (for work outside a request)."""
     with svc.store.transaction():
         yield svc.store
         published = orchestrator.publish(svc.store, site, svc.config.keep_generations)

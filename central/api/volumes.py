@@ -124,9 +124,8 @@ def _free(volume: dict[str, Any], what: str) -> None:
         )
 
 
-def _image_source(store: Store, image_id: str, size_gb: int) -> None:
-    """The image exists for the caller, is active and fits in ``size_gb``."""
-    scope = project_scope()
+def _image_source(store: Store, image_id: str, size_gb: int, scope: str | None) -> None:
+    """The image exists for the caller (``scope``), is active and fits in ``size_gb``."""
     row = store.one("SELECT * FROM images WHERE id = ?", (image_id,))
     if row is None or (
         scope is not None and row["project_id"] != scope and row["visibility"] != "public"
@@ -139,12 +138,12 @@ def _image_source(store: Store, image_id: str, size_gb: int) -> None:
         raise Refusal("size_gb", f"the image needs {need} GB, the volume has {size_gb}")
 
 
-def _snapshot_source(store: Store, data: VolumeCreate) -> tuple[bool, str | None]:
+def _snapshot_source(store: Store, data: VolumeCreate, project_id: str) -> tuple[bool, str | None]:
     """The snapshot's encryption and key, after checking it may be copied here."""
     snap = store.one(
         "SELECT s.*, v.key FROM volume_snapshots s JOIN volumes v ON v.id = s.volume_id "
         "WHERE s.id = ? AND s.project_id = ?",
-        (data.snapshot_id, principal().project_id),
+        (data.snapshot_id, project_id),
     )
     if snap is None:
         raise Refusal("snapshot_id", f"snapshot {data.snapshot_id!r} does not exist in your "
@@ -162,6 +161,40 @@ def _snapshot_source(store: Store, data: VolumeCreate) -> tuple[bool, str | None
     return bool(snap["encrypted"]), snap["key"]
 
 
+def insert_volume(store: Store, data: VolumeCreate, project_id: str, scope: str | None) -> str:
+    """Record a volume of ``project_id`` at its (existing) site inside the caller's site
+    change: empty, from an image ``scope`` sees, or a copy of a snapshot (400/409 when the
+    source does not fit). Returns its id."""
+    if data.image_id is not None and data.snapshot_id is not None:
+        raise Refusal("snapshot_id", "give image_id or snapshot_id, not both")
+    volume_id = str(uuid.uuid4())
+    stamp = now()
+    encrypted, key = bool(data.encrypted), None
+    if data.snapshot_id is not None:
+        encrypted, key = _snapshot_source(store, data, project_id)
+    else:
+        if data.image_id is not None:
+            _image_source(store, data.image_id, data.size_gb, scope)
+        key = new_key() if encrypted else None
+    store.db["volumes"].insert(
+        {
+            "id": volume_id,
+            "name": data.name,
+            "project_id": project_id,
+            "site": data.site,
+            "size_gb": data.size_gb,
+            "encrypted": int(encrypted),
+            "key": key,
+            "image_id": data.image_id,
+            "snapshot_id": data.snapshot_id,
+            "status": "BUILD",
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+    )
+    return volume_id
+
+
 @bp.post("")
 @writer
 @validate_request(VolumeCreate)
@@ -171,35 +204,9 @@ def _snapshot_source(store: Store, data: VolumeCreate) -> tuple[bool, str | None
 @validate_response(Error, 409)
 async def create_volume(data: VolumeCreate):  # type: ignore[no-untyped-def]
     """Create a volume at a site (empty, from an image, or a copy of a snapshot)."""
-    if data.image_id is not None and data.snapshot_id is not None:
-        raise Refusal("snapshot_id", "give image_id or snapshot_id, not both")
     get_site(data.site)
-    volume_id = str(uuid.uuid4())
-    stamp = now()
     with site_change(data.site) as store:
-        encrypted, key = bool(data.encrypted), None
-        if data.snapshot_id is not None:
-            encrypted, key = _snapshot_source(store, data)
-        else:
-            if data.image_id is not None:
-                _image_source(store, data.image_id, data.size_gb)
-            key = new_key() if encrypted else None
-        store.db["volumes"].insert(
-            {
-                "id": volume_id,
-                "name": data.name,
-                "project_id": principal().project_id,
-                "site": data.site,
-                "size_gb": data.size_gb,
-                "encrypted": int(encrypted),
-                "key": key,
-                "image_id": data.image_id,
-                "snapshot_id": data.snapshot_id,
-                "status": "BUILD",
-                "created_at": stamp,
-                "updated_at": stamp,
-            }
-        )
+        volume_id = insert_volume(store, data, principal().project_id, project_scope())
     set_audit_target(f"volume_id={volume_id}")
     return volume_view(get_volume(volume_id)), 202
 
@@ -277,10 +284,12 @@ async def extend_volume(volume_id: str, data: VolumeExtend):  # type: ignore[no-
     return _change(row, {"size_gb": data.size_gb}), 202
 
 
-def attachable_server(store: Store, volume: dict[str, Any], server_id: str) -> dict[str, Any]:
-    """The server ``volume`` may be attached to, or a 409 saying why not."""
+def attachable_server(
+    store: Store, volume: dict[str, Any], server_id: str, scope: str | None
+) -> dict[str, Any]:
+    """The server ``volume`` may be attached to (as ``scope`` sees servers), or a 409
+    saying why not."""
     server = store.one("SELECT * FROM servers WHERE id = ?", (server_id,))
-    scope = project_scope()
     if server is None or (scope is not None and server["project_id"] != scope):
         raise Refusal("server_id", f"server {server_id!r} does not exist in your project", 409)
     if server["project_id"] != volume["project_id"]:
@@ -292,6 +301,21 @@ def attachable_server(store: Store, volume: dict[str, Any], server_id: str) -> d
     if server["deleting"]:
         raise Refusal("server_id", f"server {server_id!r} is being deleted", 409)
     return server
+
+
+def attach_row(store: Store, volume: dict[str, Any], server_id: str, scope: str | None) -> None:
+    """Attach a free volume to a server inside the caller's site change (409 when the
+    server may not take it)."""
+    attachable_server(store, volume, server_id, scope)
+    (count,) = store.conn.execute(
+        "SELECT COUNT(*) FROM volumes WHERE server_id = ? AND boot = 0", (server_id,)
+    ).fetchone()
+    if count >= MAX_ATTACHED - 1:
+        raise Refusal("server_id", f"server {server_id!r} has {count} volumes, the "
+                      "most it takes", 409)  # fmt: skip
+    store.db["volumes"].update(
+        volume["id"], {"server_id": server_id, "boot": 0, "updated_at": now()}
+    )
 
 
 @bp.post("/<volume_id>/attach")
@@ -309,16 +333,7 @@ async def attach_volume(volume_id: str, data: VolumeAttach):  # type: ignore[no-
         return volume_view(row), 202
     _free(row, "attach it")
     with site_change(row["site"]) as store:
-        attachable_server(store, row, data.server_id)
-        (count,) = store.conn.execute(
-            "SELECT COUNT(*) FROM volumes WHERE server_id = ? AND boot = 0", (data.server_id,)
-        ).fetchone()
-        if count >= MAX_ATTACHED - 1:
-            raise Refusal("server_id", f"server {data.server_id!r} has {count} volumes, the "
-                          "most it takes", 409)  # fmt: skip
-        store.db["volumes"].update(
-            volume_id, {"server_id": data.server_id, "boot": 0, "updated_at": now()}
-        )
+        attach_row(store, row, data.server_id, project_scope())
     set_audit_target(f"volume_id={volume_id},server_id={data.server_id}")
     return volume_view(get_volume(volume_id)), 202
 

@@ -47,6 +47,8 @@ OPEN_READS = {
     ("GET", "/v1/image-signing-keys"),
     ("GET", "/v1/volumes"),
     ("GET", "/v1/buckets"),
+    ("GET", "/vnflcm/v1/vnf_instances"),
+    ("GET", "/vnflcm/v1/vnf_lcm_op_occs"),
     ("GET", "/vnfpkgm/v1/vnf_packages"),
 }
 # Creating in the caller's own project is allowed; not an action on A's resources.
@@ -57,6 +59,7 @@ OWN_PROJECT_CREATES = {
     ("POST", "/v1/volumes"),
     # Bucket names are global (S3-like): a taken name is 409 whoever holds it.
     ("PUT", "/v1/buckets/<string:bucket>"),
+    ("POST", "/vnflcm/v1/vnf_instances"),
     ("POST", "/vnfpkgm/v1/vnf_packages"),
 }
 # Exact answers to B's member acting on A's resources (others: 403 or 404).
@@ -118,6 +121,16 @@ CROSS_PROJECT = {
     ("PUT", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
     ("GET", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
     ("DELETE", "/v1/buckets/<string:bucket>/objects/<path:key>"): 404,
+    ("GET", "/vnflcm/v1/vnf_instances/<instance_id>"): 404,
+    ("DELETE", "/vnflcm/v1/vnf_instances/<instance_id>"): 404,
+    ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/instantiate"): 404,
+    ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/terminate"): 404,
+    ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/scale"): 404,
+    ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/heal"): 404,
+    ("GET", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>"): 404,
+    ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/retry"): 404,
+    ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/rollback"): 404,
+    ("POST", "/vnflcm/v1/vnf_lcm_op_occs/<op_id>/fail"): 404,
     ("GET", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
     ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
     ("DELETE", "/vnfpkgm/v1/vnf_packages/<package_id>"): 404,
@@ -127,6 +140,7 @@ CROSS_PROJECT = {
 # The API's roots (Skerry's own and the ETSI SOL 005 / SOL 003 ones); every route under
 # them is enumerated.
 API_ROOTS = ("/v1", "/vnfpkgm/v1", "/vnflcm/v1")
+VROUTER_ID = "6a7a1f10-0001-4c3e-9d2b-000000000001"  # vnf-templates/vrouter
 IMAGE_KEY = "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik="  # base64 of 32 bytes
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -165,6 +179,28 @@ def sample_bodies(world: World) -> dict[tuple[str, str], Any]:
         ("POST", "/v1/volumes/<volume_id>/extend"): {"size_gb": 2},
         ("POST", "/v1/volumes/<volume_id>/attach"): {"server_id": world.params["server_id"]},
         ("POST", "/v1/volumes/<volume_id>/snapshots"): {"name": "snap-x"},
+        ("POST", "/vnflcm/v1/vnf_instances"): {"vnfdId": VROUTER_ID},
+        ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/instantiate"): {
+            "flavourId": "default",
+            "extVirtualLinks": [
+                {
+                    "id": "up",
+                    "resourceId": world.params["network_id"],
+                    "extCps": [{"cpdId": "uplink"}],
+                }
+            ],
+            "additionalParams": {"site": "edge-a"},
+        },
+        ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/terminate"): {
+            "terminationType": "FORCEFUL"
+        },
+        ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/scale"): {
+            "type": "SCALE_OUT",
+            "aspectId": "filter_instances",
+        },
+        ("POST", "/vnflcm/v1/vnf_instances/<instance_id>/heal"): {
+            "vnfcInstanceId": [world.params["server_id"]]
+        },
         ("POST", "/vnfpkgm/v1/vnf_packages"): {"userDefinedData": {"k": "v"}},
         ("PATCH", "/vnfpkgm/v1/vnf_packages/<package_id>"): {"operationalState": "DISABLED"},
         ("POST", "/v1/auth/tokens"): {
@@ -183,7 +219,8 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    app = make_app(tmp_path, monkeypatch)
+    # The VNF lifecycle engine steps only when woken: the store holds still between calls.
+    app = make_app(tmp_path, monkeypatch, lcm_poll_s=3600.0)
     async with app.test_app():
         admin = await admin_client(app)
         await ok(await admin.post("/v1/sites", json={"name": "edge-a"}), 201)
@@ -240,8 +277,22 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         bucket = "bucket-a"
         await ok(await a_member.put(f"/v1/buckets/{bucket}", json={"sites": ["edge-a"]}), 201)
         await ok(await a_member.put(f"/v1/buckets/{bucket}/objects/obj-a", data=b"a's"), 201)
+        instance = await ok(
+            await a_member.post("/vnflcm/v1/vnf_instances", json={"vnfdId": VROUTER_ID}), 201
+        )
+        link = {"id": "up", "resourceId": net["id"], "extCps": [{"cpdId": "uplink"}]}
+        resp = await a_member.post(
+            f"/vnflcm/v1/vnf_instances/{instance['id']}/instantiate",
+            json={"flavourId": "default", "extVirtualLinks": [link],
+                  "additionalParams": {"site": "edge-a"}},
+        )  # fmt: skip
+        op_id = resp.headers["Location"].rsplit("/", 1)[1]
+        for _ in range(3):  # no image tiny-disk: FAILED_TEMP, where it stays
+            app.extensions["skerry.lcm"].tick()
         package = await ok(await a_member.post("/vnfpkgm/v1/vnf_packages", json={}), 201)
         params = {
+            "instance_id": instance["id"],
+            "op_id": op_id,
             "package_id": package["id"],
             "volume_id": volume["id"],
             "snapshot_id": snapshot["id"],
@@ -264,7 +315,7 @@ async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         a_ids = [server["id"], projects["a"]["id"], users["a-member"]["id"], cred["id"]]
         a_ids += [net["id"], subnet["id"], port["id"], port["mac_address"], image["id"]]
         a_ids += [volume["id"], snapshot["id"]]
-        a_ids += [bucket, package["id"]]
+        a_ids += [bucket, instance["id"], op_id, package["id"]]
         yield World(app, tokens, params, a_ids)
 
 
