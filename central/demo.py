@@ -7,7 +7,8 @@ waits until the servers are ACTIVE, their guests printed their marker and
 configured their port's address, and the first guest pings the second over the
 network. At edge-a it then boots a server from a disk image uploaded to central,
 hot-plugs an encrypted volume into it and replicates objects written at the
-site to central (:mod:`central.demo_storage`). It prints sites, servers,
+site to central (:mod:`central.demo_storage`); at edge-b it onboards the vRouter
+VNF package and instantiates it (:mod:`central.demo_vnf`). It prints sites, servers,
 networks, ports, images, volumes and buckets, then removes everything it
 started (servers, volumes, buckets, ports, networks and so every link the
 sites made).
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from central import demo_storage
+from central import demo_storage, demo_vnf
 from central.cli import SERVER_COLUMNS, SITE_COLUMNS, server_rows, site_rows, table
 from central.cli_network import NETWORK_COLUMNS, PORT_COLUMNS, network_rows, port_rows
 from central.localcluster import REPO, LocalCluster, purge_site_domains, wait_for
@@ -59,11 +60,13 @@ def run_demo(keep: bool = False) -> int:
         say("both sites up; a tenant network, two ports and two servers per site")
         made = [deploy(cluster, site, n) for n, site in enumerate(SITES)]
         stored = demo_storage.deploy(cluster, SITES[0], say)
+        vnf = demo_vnf.deploy(cluster, SITES[1], say)
         servers = [server for site_made in made for server in site_made["servers"]]
         servers.append(stored["server"])
         for site_made in made:
             show_site(cluster, site_made)
         demo_storage.show(cluster, stored, say)
+        demo_vnf.show(cluster, vnf, say)
         print()
         print(table(site_rows(cluster.client.get("/v1/sites")["sites"]), SITE_COLUMNS))
         print()
@@ -77,7 +80,8 @@ def run_demo(keep: bool = False) -> int:
         if keep:
             say(f"--keep: left running; API at http://127.0.0.1:{cluster.api_port}")
             return 0
-        say("cleaning up: servers, then volumes, objects, images, ports and networks")
+        say("cleaning up: the VNF, servers, then volumes, objects, images, ports and networks")
+        demo_vnf.clean(cluster, vnf)
         for server in servers:
             cluster.client.delete(f"/v1/servers/{server['id']}")
         wait_for(lambda: not cluster.client.get("/v1/servers")["servers"], 60, "servers gone")
@@ -100,7 +104,8 @@ def run_demo(keep: bool = False) -> int:
     say(
         "demo finished: every server ACTIVE with its guest marker seen, guests pinging "
         "each other over their site's tenant network, a guest booted from a central image "
-        "with an encrypted volume hot-plugged, objects replicated from a site to central"
+        "with an encrypted volume hot-plugged, objects replicated from a site to central, "
+        "a vRouter VNF instantiated from its template"
         if ok
         else "demo failed"
     )
