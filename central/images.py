@@ -14,11 +14,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +24,13 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from central import uploads
 from central.refusal import Refusal
+from central.uploads import Staged
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("qcow2", "raw")
-UPLOAD_PREFIX = ".upload-"
 QEMU_IMG_TIMEOUT_S = 30.0
 ED25519_KEY_BYTES = 32
 ED25519_SIG_BYTES = 64
@@ -39,15 +38,6 @@ ED25519_SIG_BYTES = 64
 
 class ImageError(Refusal):
     """An upload or a key that is refused; ``field`` names what was wrong."""
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A received upload, not yet checked or kept."""
-
-    path: Path
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -155,37 +145,11 @@ class ImageStore:
             self._uploading.discard(image_id)
 
     async def receive(self, chunks: AsyncIterable[bytes], expected: int | None) -> Staged:
-        """Write the chunks to a temporary file, hashing them; bounded by ``max_bytes``
-        and, when given, exactly ``expected`` bytes. Nothing is left when this raises."""
-        if expected is not None and expected > self.max_bytes:
-            raise ImageError("size", f"image larger than {self.max_bytes} bytes", status=413)
-        path = self.root / f"{UPLOAD_PREFIX}{uuid.uuid4().hex}"
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with path.open("xb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise ImageError(
-                            "size", f"image larger than {self.max_bytes} bytes", status=413
-                        )
-                    if expected is not None and size > expected:
-                        raise ImageError("size", f"body longer than Content-Length {expected}")
-                    digest.update(chunk)
-                    out.write(chunk)
-                if expected is not None and size != expected:
-                    raise ImageError(
-                        "size", f"body of {size} bytes is shorter than Content-Length {expected}"
-                    )
-                if size == 0:
-                    raise ImageError("size", "the upload is empty")
-                out.flush()
-                await asyncio.to_thread(os.fsync, out.fileno())  # seconds for a large image
-        except BaseException:
-            self.discard(path)
-            raise
-        return Staged(path, size, digest.hexdigest())
+        """The body in a temporary file, hashed, bounded by ``max_bytes`` (see
+        :func:`central.uploads.receive`); nothing is left when this raises."""
+        return await uploads.receive(
+            self.root, chunks, expected, self.max_bytes, ImageError, "size", "image"
+        )
 
     def discard(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import posixpath
 import shutil
@@ -28,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central import uploads
 from central.refusal import Refusal
 from central.store import Store, now
+from central.uploads import Staged
 from central.vnfd import Vnfd, VnfdError, check_vnfd, load_vnfd
 
-UPLOAD_PREFIX = ".upload-"
 EXTRACT_PREFIX = ".extract-"
 MAX_MEMBERS = 10_000  # files and folders in one package
 COPY_CHUNK = 1024 * 1024
@@ -48,15 +48,6 @@ class OnboardingFailed(Exception):
     def __init__(self, errors: list[VnfdError]) -> None:
         super().__init__(str(errors[0]) if errors else "invalid descriptor")
         self.errors = errors
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A received upload: the file, its size and sha256."""
-
-    path: Path
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -211,31 +202,11 @@ class PackageStore:
         return self.root / package_id
 
     async def receive(self, chunks: AsyncIterable[bytes], expected: int | None) -> Staged:
-        """Write the body to a temporary file, hashing it, bounded by ``max_bytes``."""
-        too_big = f"package larger than {self.max_bytes} bytes"
-        if expected is not None and expected > self.max_bytes:
-            raise PackageError("package_content", too_big, status=413)
-        path = self.root / f"{UPLOAD_PREFIX}{uuid.uuid4().hex}"
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with path.open("xb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        raise PackageError("package_content", too_big, status=413)
-                    digest.update(chunk)
-                    out.write(chunk)
-            if expected is not None and size != expected:
-                raise PackageError(
-                    "package_content", f"body of {size} bytes, not Content-Length {expected}"
-                )
-            if size == 0:
-                raise PackageError("package_content", "the upload is empty")
-        except BaseException:
-            self._remove(path)
-            raise
-        return Staged(path, size, digest.hexdigest())
+        """The body in a temporary file, hashed, bounded by ``max_bytes`` (see
+        :func:`central.uploads.receive`); nothing is left when this raises."""
+        return await uploads.receive(
+            self.root, chunks, expected, self.max_bytes, PackageError, "package_content", "package"
+        )
 
     def onboard(self, staged: Staged) -> Onboarded:
         """Extract and check an upload (blocking: run it in a thread). Raises

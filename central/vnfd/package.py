@@ -13,6 +13,7 @@ Nothing but reading the package's own files happens here."""
 
 from __future__ import annotations
 
+import abc
 import posixpath
 import zipfile
 from dataclasses import dataclass
@@ -40,18 +41,20 @@ class SourceFile:
     doc: Any
 
 
-class Source:
+class Source(abc.ABC):
     """The files of a package, by POSIX path relative to its root."""
 
     def __init__(self, label: str, names: list[str]) -> None:
         self.label = label
         self.names = sorted(names)
 
-    def read(self, name: str) -> bytes:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self, name: str) -> bytes:
+        """The bytes of ``name``."""
 
-    def size(self, name: str) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def size(self, name: str) -> int:
+        """The size of ``name`` in bytes, without reading it."""
 
 
 class FolderSource(Source):
