@@ -27,8 +27,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 import libvirt
@@ -68,6 +68,7 @@ from edged.drivers.domain_xml import (
     without_disk,
     without_nic,
 )
+from edged.drivers.libvirt_ops import serialised
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ANY = "*"  # server id used in errors of host-wide calls
@@ -152,18 +153,9 @@ class LibvirtCompute(ComputeDriver):
         self._conn = libvirt.open(self.uri)
         return self._conn
 
-    @contextmanager
-    def _op(self, server_id: str, what: str) -> Iterator[None]:
+    def _op(self, server_id: str, what: str) -> AbstractContextManager[None]:
         """Serialise the call and turn libvirt/OS errors into ComputeError."""
-        with self._lock:
-            try:
-                yield
-            except ComputeError:
-                raise
-            except libvirt.libvirtError as exc:
-                raise ComputeError(server_id, f"{what}: libvirt: {exc}") from exc
-            except OSError as exc:
-                raise ComputeError(server_id, f"{what}: {exc}") from exc
+        return serialised(self._lock, ComputeError, server_id, what)
 
     @staticmethod
     def _check_id(server_id: str) -> None:

@@ -30,12 +30,13 @@ import os
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 import libvirt
 
+from edged.drivers.libvirt_ops import serialised
 from edged.drivers.volume import (
     GIB,
     ObservedVolume,
@@ -107,18 +108,9 @@ class QemuImgVolumes(VolumeDriver):
     def _tmp(self, volume_id: str) -> Path:
         return self.root / f".tmp-{volume_id}.qcow2"
 
-    @contextmanager
-    def _op(self, volume_id: str, what: str) -> Iterator[None]:
+    def _op(self, volume_id: str, what: str) -> AbstractContextManager[None]:
         """Serialise the call and turn libvirt/OS errors into VolumeError."""
-        with self._lock:
-            try:
-                yield
-            except VolumeError:
-                raise
-            except libvirt.libvirtError as exc:
-                raise VolumeError(volume_id, f"{what}: libvirt: {exc}") from exc
-            except OSError as exc:
-                raise VolumeError(volume_id, f"{what}: {exc}") from exc
+        return serialised(self._lock, VolumeError, volume_id, what)
 
     def _run(self, volume_id: str, args: Sequence[str], *, permanent: bool = False) -> str:
         """Run ``qemu-img args``; its stdout, or a VolumeError naming the failure."""
